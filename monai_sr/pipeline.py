@@ -1,0 +1,170 @@
+"""The whole path of DESIGN.md as functions: read -> normalise -> infer -> back to units -> write.
+
+The CLI, the bundles' ``run`` and Python scripts all call :func:`enhance`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from monai_sr import __version__, geometry
+from monai_sr.errors import InputError, OutputError
+from monai_sr.inference.slicewise import SliceWiseInferer
+from monai_sr.io.atomic import check_output_free
+from monai_sr.io.dicom_reader import HEADERS_KEY, NOTES_KEY, load_dicom_series
+from monai_sr.io.nifti import is_nifti_path, load_nifti, save_nifti
+from monai_sr.transforms.intensity import RobustScale
+
+__all__ = ["EnhanceResult", "load_volume", "enhance", "output_kind"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class EnhanceResult:
+    """What :func:`enhance` did: shapes, spacings (mm, index order), wall time, notes, files written."""
+
+    input: str
+    output: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    input_spacing: tuple[float, ...]
+    output_spacing: tuple[float, ...]
+    scale: tuple[int, ...]
+    seconds: float
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        fmt = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
+        lines = [
+            f"input   {self.input}",
+            f"        {fmt(self.input_shape)} voxels, {fmt(np.round(self.input_spacing, 4))} mm",
+            f"output  {self.output} ({len(self.files)} file(s))",
+            f"        {fmt(self.output_shape)} voxels, {fmt(np.round(self.output_spacing, 4))} mm, scale {fmt(self.scale)}",
+            f"time    {self.seconds:.1f} s",
+        ]
+        lines += [f"note    {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def load_volume(path: str | os.PathLike) -> MetaTensor:
+    """Read a DICOM series folder or a ``.nii``/``.nii.gz`` file as a channel-first RAS MetaTensor."""
+    path = Path(path)
+    if path.is_dir():
+        return load_dicom_series(path)
+    if is_nifti_path(path):
+        return load_nifti(path)
+    if not path.exists():
+        raise InputError("no such file or folder", path=path)
+    raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+
+
+def output_kind(input_path: str | os.PathLike, output_path: str | os.PathLike) -> str:
+    """``"nifti"`` or ``"dicom"`` for this input/output pair; OutputError for a pair that cannot work.
+
+    A ``.nii``/``.nii.gz`` output is NIfTI; anything else is a DICOM series folder, which needs a DICOM
+    input (the derived series copies the source's patient and study).
+    """
+    if is_nifti_path(output_path):
+        return "nifti"
+    if Path(output_path).suffix.lower() in (".dcm", ".nrrd", ".mha", ".mgz", ".gz", ".img", ".hdr"):
+        raise OutputError("output must be a folder (DICOM series) or a .nii / .nii.gz path", path=output_path)
+    if not Path(input_path).is_dir():
+        raise OutputError(
+            "a DICOM series can only be written from a DICOM input (it joins the source's study); "
+            "give a .nii or .nii.gz output path",
+            path=output_path,
+        )
+    return "dicom"
+
+
+def enhance(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    network: torch.nn.Module,
+    inferer: SliceWiseInferer | None = None,
+    derivation: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> EnhanceResult:
+    """Super-resolve one volume and write it.
+
+    Args:
+        input_path: DICOM series folder or NIfTI file (never modified).
+        output_path: a new folder (DICOM series; DICOM input only) or a ``.nii``/``.nii.gz`` path.
+        network: a 2D SR network with a ``scale`` attribute, in eval mode, weights loaded.
+        inferer: how to run it over the volume (default: slice-wise along axis 2, the slice axis of a
+            DICOM series).
+        derivation: Derivation Description for DICOM output; a default names the network and scale.
+        overwrite: replace an existing output (only after the new one is complete).
+        progress: called as ``progress(stage, done, total)``.
+
+    Returns:
+        :class:`EnhanceResult`. Nothing is left at ``output_path`` when an error is raised.
+    """
+    t0 = time.perf_counter()
+    kind = output_kind(input_path, output_path)
+    check_output_free(output_path, overwrite=overwrite)  # fail before any work
+    inferer = inferer or SliceWiseInferer()
+    image = load_volume(input_path)
+    scale = inferer.volume_scale(network)
+
+    norm = RobustScale()
+    normalised = MetaTensor(norm(image.as_tensor()), meta=image.meta)
+    step = (lambda d, n: progress("super-resolve slices", d, n)) if progress else None
+    predicted = inferer(normalised, network.eval(), progress=step)
+    result = MetaTensor(norm.inverse(predicted.as_tensor()), meta=predicted.meta)
+
+    affine = np.asarray(result.affine, dtype=np.float64)
+    if kind == "nifti":
+        save_nifti(result, output_path, overwrite=overwrite)
+        files = [str(output_path)]
+    else:
+        from monai_sr.io.dicom_writer import write_derived_series
+
+        name = type(network).__name__
+        desc = derivation or (
+            f"{'x'.join(map(str, scale))} super-resolution ({name}, {os.path.basename(str(input_path))}, "
+            f"monai_sr {__version__})"
+        )
+        wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
+        headers = image.meta[HEADERS_KEY]
+        thickness = headers[0].get("SliceThickness")
+        # DESIGN.md: SR across slices divides the slice thickness as it divides the spacing.
+        thickness = float(thickness) / scale[2] if thickness not in (None, "") else None
+        files = [
+            str(p)
+            for p in write_derived_series(
+                result[0].numpy(),
+                affine,
+                output_path,
+                source_headers=headers,
+                derivation=desc,
+                slice_thickness=thickness,
+                overwrite=overwrite,
+                progress=wstep,
+            )
+        ]
+    return EnhanceResult(
+        input=str(input_path),
+        output=str(output_path),
+        input_shape=tuple(image.shape[1:]),
+        output_shape=tuple(result.shape[1:]),
+        input_spacing=tuple(geometry.spacing_from_affine(np.asarray(image.affine)).tolist()),
+        output_spacing=tuple(geometry.spacing_from_affine(affine).tolist()),
+        scale=scale,
+        seconds=time.perf_counter() - t0,
+        files=files,
+        notes=list(image.meta.get(NOTES_KEY, [])),
+    )
