@@ -1,0 +1,32 @@
+# The two commands of README.md: `make demo` and `make test`. Each sets up .venv first when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CPU build of torch; a GPU user installs their own build first (see README.md).
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test test-all sample-data clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/monai-sr demo out/demo --overwrite
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ""
+
+sample-data: setup
+	$(PY) scripts/make_sample_data.py
+
+clean:
+	rm -rf out .pytest_cache
