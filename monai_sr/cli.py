@@ -43,11 +43,9 @@ class _Progress:
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from monai_sr.bundles import load_inference_parts
-    from monai_sr.pipeline import enhance, output_kind
-    from monai_sr.io.atomic import check_output_free
+    from monai_sr.pipeline import enhance, preflight
 
-    output_kind(args.input, args.output)  # refuse an impossible pair before loading a model
-    check_output_free(args.output, overwrite=args.overwrite)
+    preflight(args.input, args.output, overwrite=args.overwrite)  # refuse before loading a model
     parts = load_inference_parts(args.bundle)
     progress = _Progress(not args.quiet)
     try:

@@ -23,7 +23,7 @@ from monai_sr.io.dicom_reader import HEADERS_KEY, NOTES_KEY, load_dicom_series
 from monai_sr.io.nifti import is_nifti_path, load_nifti, save_nifti
 from monai_sr.transforms.intensity import RobustScale
 
-__all__ = ["EnhanceResult", "load_volume", "enhance", "output_kind"]
+__all__ = ["EnhanceResult", "load_volume", "enhance", "output_kind", "preflight"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -88,6 +88,21 @@ def output_kind(input_path: str | os.PathLike, output_path: str | os.PathLike) -
     return "dicom"
 
 
+def preflight(input_path: str | os.PathLike, output_path: str | os.PathLike, *, overwrite: bool = False) -> str:
+    """Cheap checks before any model is loaded or voxel read: the input exists and has a readable kind,
+    the output kind fits the input, the output is free. Returns the output kind."""
+    path = Path(input_path)
+    if not path.exists():
+        raise InputError("no such file or folder", path=path)
+    if not (path.is_dir() or is_nifti_path(path)):
+        raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+    kind = output_kind(input_path, output_path)
+    if Path(output_path).resolve() == path.resolve():
+        raise OutputError("output is the input; the input is never modified", path=output_path)
+    check_output_free(output_path, overwrite=overwrite)
+    return kind
+
+
 def enhance(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -114,8 +129,7 @@ def enhance(
         :class:`EnhanceResult`. Nothing is left at ``output_path`` when an error is raised.
     """
     t0 = time.perf_counter()
-    kind = output_kind(input_path, output_path)
-    check_output_free(output_path, overwrite=overwrite)  # fail before any work
+    kind = preflight(input_path, output_path, overwrite=overwrite)  # fail before any work
     inferer = inferer or SliceWiseInferer()
     image = load_volume(input_path)
     scale = inferer.volume_scale(network)

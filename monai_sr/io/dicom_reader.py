@@ -192,7 +192,7 @@ def _pixels(series: DicomSeries) -> np.ndarray:
         try:
             arr = ds.pixel_array
         except Exception as exc:
-            raise InputError(f"cannot decode pixel data ({type(exc).__name__}: {exc})", path=path) from exc
+            raise InputError(f"damaged DICOM file: pixel data cannot be decoded ({type(exc).__name__}: {exc})", path=path) from exc
         if arr.ndim != 2:
             raise InputError(f"expected one frame per file, pixel data has shape {arr.shape}", path=path)
         # pydicom's Modality LUT: RescaleSlope / RescaleIntercept (or a LUT), per slice.

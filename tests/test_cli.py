@@ -1,0 +1,106 @@
+"""The ``monai-sr`` entry point: bad input gives one clear line, exit 1, no output, input untouched;
+NIfTI in -> NIfTI out keeps the field of view; the quirky vendor series goes through."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import run_cli, tree_digest
+
+from monai_sr import geometry
+
+
+def _assert_refused(result, output, inputs, digests, *, names: str, cause: str):
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {result.stderr!r}"
+    assert lines[0].startswith("monai-sr: error: ")
+    assert names in lines[0] and cause in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not output.exists() or output.name == "exists", "no output may be left behind"
+    assert not list(output.parent.glob(".*.partial")), "no temporary output may be left behind"
+    for path, digest in zip(inputs, digests):
+        assert tree_digest(path) == digest, f"input {path} was modified"
+
+
+def test_empty_folder(tmp_path):
+    src = tmp_path / "empty"
+    src.mkdir()
+    out = tmp_path / "out"
+    before = tree_digest(src)
+    _assert_refused(run_cli("enhance", src, out), out, [src], [before], names=str(src), cause="empty")
+
+
+def test_folder_of_non_dicom_files(tmp_path):
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "report.txt").write_text("radiology report\n")
+    (src / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    out = tmp_path / "out"
+    before = tree_digest(src)
+    _assert_refused(run_cli("enhance", src, out), out, [src], [before], names=str(src), cause="no DICOM image files")
+
+
+def test_truncated_dicom_file(tmp_path, small_series):
+    src = tmp_path / "truncated"
+    src.mkdir()
+    files = sorted(small_series.iterdir())
+    for f in files:
+        (src / f.name).write_bytes(f.read_bytes())
+    victim = src / files[2].name
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    out = tmp_path / "out"
+    before = tree_digest(src)
+    _assert_refused(run_cli("enhance", src, out), out, [src], [before], names=victim.name, cause="DICOM")
+
+
+def test_2d_nifti(tmp_path):
+    src = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((32, 32), np.float32), np.eye(4)), src)
+    out = tmp_path / "out.nii.gz"
+    before = tree_digest(src)
+    _assert_refused(run_cli("enhance", src, out), out, [src], [before], names=str(src), cause="expected a 3D volume")
+
+
+def test_existing_output(tmp_path, small_series):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    before_out, before_in = tree_digest(out), tree_digest(small_series)
+    result = run_cli("enhance", small_series, out)
+    _assert_refused(result, out, [small_series, out], [before_in, before_out], names=str(out), cause="exists")
+
+
+def test_dicom_output_from_nifti_is_refused(tmp_path):
+    src = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.eye(4)), src)
+    out = tmp_path / "series"
+    before = tree_digest(src)
+    _assert_refused(run_cli("enhance", src, out), out, [src], [before], names=str(out), cause="DICOM input")
+
+
+def test_nifti_in_nifti_out_keeps_field_of_view(tmp_path):
+    rng = np.random.default_rng(0)
+    theta = np.deg2rad(10)
+    affine = np.array([[0, 0, 2.0, -40], [1.2 * np.cos(theta), -1.2 * np.sin(theta), 0, 10],
+                       [1.2 * np.sin(theta), 1.2 * np.cos(theta), 0, -7], [0, 0, 0, 1]])
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(rng.random((24, 20, 5)).astype(np.float32) * 300, affine), src)
+    out = tmp_path / "out.nii.gz"
+    result = run_cli("enhance", src, out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    img = nib.load(out)
+    assert img.shape == (48, 40, 5)
+    np.testing.assert_allclose(img.affine, geometry.scaled_affine(affine, (2, 2, 1)), atol=1e-5)
+    # the corners of the field of view coincide
+    fov_in = affine @ np.array([-0.5, -0.5, -0.5, 1])
+    fov_out = img.affine @ np.array([-0.5, -0.5, -0.5, 1])
+    np.testing.assert_allclose(fov_in, fov_out, atol=1e-5)
+
+
+def test_help_documents_every_option():
+    out = run_cli("enhance", "--help").stdout
+    for option in ("INPUT", "OUTPUT", "--bundle", "--overwrite", "--quiet", "--debug"):
+        assert option in out
+    assert "demo" in run_cli("--help").stdout
