@@ -1,0 +1,180 @@
+"""Training pairs for in-plane 2D super-resolution, made from high-resolution volumes.
+
+The low-resolution (LR) image of a pair is what a scanner with a ``factor`` times smaller matrix over
+the same field of view reconstructs: the high-resolution (HR) slice's k-space truncated by
+:func:`monai_sr.transforms.degradation.fourier_resample`. The whole slice is truncated first, then
+aligned crops are cut: an HR crop starting at HR index ``f * i`` (size ``f * p``) goes with the LR crop
+starting at LR index ``i`` (size ``p``); LR voxel ``m`` of the crop sits at HR-crop index
+``(m + 0.5) * f - 0.5``, which is the field-of-view rule of DESIGN.md, so the pair is geometrically
+aligned exactly as the inference pipeline assumes.
+
+Intensities are divided by :func:`monai_sr.transforms.intensity.robust_max` of the whole volume, the
+same normalisation the inference pipeline applies to its input volume.
+
+Slices are taken along all three axes. A volume can be split along one axis into a training part and a
+held-out slab (:func:`split_volume`); each part is degraded on its own, so nothing of the slab leaks
+into training pairs, not even through the sinc ringing of the truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from monai_sr.transforms.degradation import fourier_resample
+from monai_sr.transforms.intensity import robust_max
+
+__all__ = ["DegradedStack", "PairSampler", "split_volume", "normalise_volume", "rician_noise", "psnr"]
+
+
+def normalise_volume(volume: np.ndarray) -> np.ndarray:
+    """``volume / robust_max(volume)`` as float32: the inference pipeline's input normalisation."""
+    v = np.asarray(volume, dtype=np.float32)
+    return v / np.float32(robust_max(v))
+
+
+def split_volume(volume: np.ndarray, *, axis: int, start: int, stop: int, gap: int = 4) -> tuple[list[np.ndarray], np.ndarray]:
+    """Split ``volume`` along ``axis`` into training parts and the held-out slab ``[start, stop)``.
+
+    Returns ``(train_parts, slab)``: the parts before ``start - gap`` and after ``stop + gap`` (empty
+    parts are left out) and the slab itself. The ``gap`` keeps the slab's neighbours out of training.
+    """
+    n = volume.shape[axis]
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"held-out slab [{start}, {stop}) does not fit an axis of length {n}")
+    take = lambda a, b: np.take(volume, np.arange(a, b), axis=axis)  # noqa: E731
+    parts = [take(0, start - gap) if start - gap > 0 else None, take(stop + gap, n) if stop + gap < n else None]
+    return [p for p in parts if p is not None], take(start, stop)
+
+
+@dataclass
+class DegradedStack:
+    """HR slices along one axis of a (part of a) volume and their k-space-truncated LR twins.
+
+    ``hr``: ``(n_slices, a, b)`` float32 with ``a`` and ``b`` multiples of ``factor`` (a trailing
+    row/column is dropped where needed: the HR grid defines the LR grid); ``lr``: ``(n_slices, a / f,
+    b / f)``.
+    """
+
+    hr: np.ndarray
+    lr: np.ndarray
+    factor: int
+
+    @classmethod
+    def from_volume(cls, volume: np.ndarray, axis: int, factor: int = 2) -> DegradedStack:
+        if factor < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor}")
+        stack = np.moveaxis(np.asarray(volume, dtype=np.float32), axis, 0)
+        a, b = (stack.shape[1] // factor) * factor, (stack.shape[2] // factor) * factor
+        if a == 0 or b == 0:
+            raise ValueError(f"slices of shape {stack.shape[1:]} are smaller than the factor {factor}")
+        hr = np.ascontiguousarray(stack[:, :a, :b])
+        lr = fourier_resample(hr, (a // factor, b // factor), (1, 2)).astype(np.float32)
+        return cls(hr=hr, lr=lr, factor=factor)
+
+    def crop(self, index: int, i: int, j: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The aligned pair at LR position ``(i, j)``: LR ``(size, size)``, HR ``(f * size, f * size)``."""
+        f = self.factor
+        lr = self.lr[index, i : i + size, j : j + size]
+        hr = self.hr[index, f * i : f * (i + size), f * j : f * (j + size)]
+        return lr, hr
+
+
+def rician_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of ``x`` plus complex Gaussian noise of standard deviation ``sigma`` per channel."""
+    re = x + rng.normal(0.0, sigma, x.shape)
+    im = rng.normal(0.0, sigma, x.shape)
+    return np.sqrt(re * re + im * im).astype(np.float32)
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    """Peak signal-to-noise ratio in dB with an explicit ``data_range``."""
+    mse = float(np.mean((np.asarray(pred, np.float64) - np.asarray(ref, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
+
+
+class PairSampler:
+    """Random aligned (LR, HR) crops from :class:`DegradedStack` s, with augmentation.
+
+    Each draw picks a stack with probability proportional to its number of valid crop positions, a
+    slice and an LR position; crops whose HR has less than ``min_foreground`` of its pixels above
+    ``foreground_level`` (in normalised units) are redrawn. Augmentation: a random one of the eight
+    flips/transposes (applied to both images; they keep the field-of-view alignment), an intensity
+    factor in ``[1 - jitter, 1 + jitter]`` applied to both (k-space truncation is linear), and with
+    probability ``noise_prob`` Rician noise of ``sigma`` in ``[0, noise_sigma]`` on the LR only.
+
+    Examples::
+
+        sampler = PairSampler(stacks, lr_size=48, seed=0)
+        lr, hr = sampler.batch(16)   # (16, 1, 48, 48), (16, 1, 96, 96) float32 arrays
+    """
+
+    def __init__(
+        self,
+        stacks: Sequence[DegradedStack],
+        *,
+        lr_size: int = 48,
+        seed: int = 0,
+        min_foreground: float = 0.3,
+        foreground_level: float = 0.1,
+        jitter: float = 0.15,
+        noise_prob: float = 0.2,
+        noise_sigma: float = 0.02,
+        max_tries: int = 50,
+    ) -> None:
+        if lr_size < 1:
+            raise ValueError(f"lr_size must be positive, got {lr_size}")
+        factors = {s.factor for s in stacks}
+        if len(factors) > 1:
+            raise ValueError(f"all stacks must share one factor, got {sorted(factors)}")
+        self.stacks = [s for s in stacks if s.lr.shape[1] >= lr_size and s.lr.shape[2] >= lr_size]
+        if not self.stacks:
+            raise ValueError(f"no stack has LR slices of at least {lr_size}x{lr_size}")
+        weights = np.array(
+            [s.lr.shape[0] * (s.lr.shape[1] - lr_size + 1) * (s.lr.shape[2] - lr_size + 1) for s in self.stacks],
+            dtype=np.float64,
+        )
+        self.weights = weights / weights.sum()
+        self.lr_size = lr_size
+        self.min_foreground = min_foreground
+        self.foreground_level = foreground_level
+        self.jitter = jitter
+        self.noise_prob = noise_prob
+        self.noise_sigma = noise_sigma
+        self.max_tries = max_tries
+        self.rng = np.random.default_rng(seed)
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        rng, p = self.rng, self.lr_size
+        for _ in range(self.max_tries):
+            s = self.stacks[rng.choice(len(self.stacks), p=self.weights)]
+            k = int(rng.integers(s.lr.shape[0]))
+            i = int(rng.integers(s.lr.shape[1] - p + 1))
+            j = int(rng.integers(s.lr.shape[2] - p + 1))
+            lr, hr = s.crop(k, i, j, p)
+            if np.mean(hr > self.foreground_level) >= self.min_foreground:
+                return lr, hr
+        return lr, hr  # a mostly empty crop now and then is harmless
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented pair: LR ``(p, p)`` and HR ``(f p, f p)``, float32."""
+        lr, hr = self._draw()
+        rng = self.rng
+        if rng.random() < 0.5:
+            lr, hr = lr[::-1], hr[::-1]
+        if rng.random() < 0.5:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        if rng.random() < 0.5:
+            lr, hr = lr.T, hr.T
+        gain = np.float32(1.0 + rng.uniform(-self.jitter, self.jitter))
+        lr, hr = lr * gain, hr * gain
+        if rng.random() < self.noise_prob:
+            lr = rician_noise(lr, float(rng.uniform(0.0, self.noise_sigma)), rng)
+        return np.ascontiguousarray(lr, np.float32), np.ascontiguousarray(hr, np.float32)
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` pairs stacked as ``(n, 1, p, p)`` LR and ``(n, 1, f p, f p)`` HR."""
+        pairs = [self.sample() for _ in range(n)]
+        return np.stack([a for a, _ in pairs])[:, None], np.stack([b for _, b in pairs])[:, None]

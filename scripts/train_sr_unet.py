@@ -1,0 +1,232 @@
+"""Train the 2D SR-UNet (x2 in-plane) on the shared training volumes.
+
+Training volumes: MNI152 2009a and the pydeface mean head (``/work/shared/data``), checked against
+their sha256 in ``data_specs/shared_data.json``. Colin27 is held out (the demo/test volume) and is
+never read here. From each training volume an axial slab (``--slab``, fractions of the S axis) is
+held out for validation; pairs come from the rest, along all three axes (see
+:mod:`monai_sr.training.pairs`).
+
+Validation prints the PSNR (normalised units, ``data_range=1``) of the network and of bicubic
+interpolation (``F.interpolate(..., mode="bicubic", align_corners=False)``) on the slab's axial slices.
+
+Examples::
+
+    python scripts/train_sr_unet.py --out runs/sr_unet --steps 12000 --export runs/sr_unet/model.pt
+    python scripts/train_sr_unet.py --out runs/sr_unet --steps 12000 --resume   # continue after a stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monai_sr.networks import SRUNet  # noqa: E402
+from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, psnr, split_volume  # noqa: E402
+
+TRAINING_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
+SPEC = REPO / "data_specs" / "shared_data.json"
+LOG = logging.getLogger("train_sr_unet")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/sr_unet", help="folder for checkpoints and train.log")
+    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--patch", type=int, default=96, help="HR patch size (even); the LR patch is half of it")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to 1%% of it)")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--slab", type=float, nargs=2, default=[0.60, 0.72], help="held-out axial slab, fractions of S")
+    p.add_argument("--noise-prob", type=float, default=0.2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument("--export", default=None, help="write the final weights here as a plain state_dict")
+    args = p.parse_args(argv)
+    if args.patch < 2 or args.patch % 2:
+        p.error(f"--patch must be an even size >= 2, got {args.patch}")
+    return args
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verified_paths(data_dir: Path) -> list[Path]:
+    """The training files, each checked against its sha256 in data_specs/shared_data.json."""
+    spec = {e["path"]: e for e in json.loads(SPEC.read_text())["files"]}
+    paths = []
+    for name in TRAINING_FILES:
+        if name not in spec:
+            raise SystemExit(f"{SPEC}: no entry for {name}")
+        path = data_dir / name
+        digest = sha256(path)
+        if digest != spec[name]["sha256"]:
+            raise SystemExit(f"{path}: sha256 {digest} does not match {spec[name]['sha256']} in {SPEC}")
+        paths.append(path)
+    return paths
+
+
+def load_data(paths: list[Path], slab: tuple[float, float], lr_size: int) -> tuple[list[DegradedStack], list[DegradedStack]]:
+    """Training stacks (three axes of each training part) and validation stacks (axial slab slices)."""
+    train, val = [], []
+    for path in paths:
+        img = nib.as_closest_canonical(nib.load(str(path)))  # RAS: axis 2 is inferior -> superior
+        vol = normalise_volume(np.asarray(img.dataobj, dtype=np.float32))
+        n = vol.shape[2]
+        start, stop = int(round(slab[0] * n)), int(round(slab[1] * n))
+        parts, held = split_volume(vol, axis=2, start=start, stop=stop)
+        for part in parts:
+            for axis in range(3):
+                others = [part.shape[a] for a in range(3) if a != axis]
+                if min(others) >= 2 * lr_size:
+                    train.append(DegradedStack.from_volume(part, axis))
+        val_stack = DegradedStack.from_volume(held, axis=2)
+        val.append(DegradedStack(hr=val_stack.hr[::2], lr=val_stack.lr[::2], factor=2))
+        LOG.info("%s: shape %s, held-out axial slab [%d, %d), train parts %s", path.name, vol.shape, start, stop,
+                 [p.shape for p in parts])
+    return train, val
+
+
+def validate(net: torch.nn.Module, stacks: list[DegradedStack]) -> tuple[float, float]:
+    """Mean PSNR (data_range 1) of the network and of bicubic over all validation slices."""
+    net.eval()
+    sr_vals, bic_vals = [], []
+    with torch.inference_mode():
+        for s in stacks:
+            for k in range(s.lr.shape[0]):
+                lr = torch.from_numpy(s.lr[k][None, None])
+                sr = net(lr)[0, 0].numpy()
+                bic = F.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False)[0, 0].numpy()
+                sr_vals.append(psnr(sr, s.hr[k], 1.0))
+                bic_vals.append(psnr(bic, s.hr[k], 1.0))
+    net.train()
+    return float(np.mean(sr_vals)), float(np.mean(bic_vals))
+
+
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    t = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        handlers=[logging.FileHandler(out / "train.log"), logging.StreamHandler(sys.stdout)],
+    )
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    LOG.info("args: %s", json.dumps(vars(args)))
+
+    paths = verified_paths(Path(args.data_dir))
+    lr_size = args.patch // 2
+    t0 = time.time()
+    train_stacks, val_stacks = load_data(paths, tuple(args.slab), lr_size)
+    sampler = PairSampler(train_stacks, lr_size=lr_size, seed=args.seed, noise_prob=args.noise_prob)
+    LOG.info("%d training stacks (%d slices), %d validation slices, prepared in %.1f s", len(sampler.stacks),
+             sum(s.lr.shape[0] for s in sampler.stacks), sum(s.lr.shape[0] for s in val_stacks), time.time() - t0)
+
+    net = SRUNet(2, 1, 1, scale=2, channels=tuple(args.channels))
+    LOG.info("SRUNet(2, 1, 1, scale=2, channels=%s): %d parameters", tuple(args.channels),
+             sum(p.numel() for p in net.parameters()))
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    step, best = 0, -math.inf
+    ckpt_path = out / "checkpoint.pt"
+    if args.resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, best = int(ckpt["step"]), float(ckpt["best_psnr"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        sampler.rng.bit_generator.state = ckpt["numpy_rng"]
+        LOG.info("resumed from %s at step %d (best validation PSNR %.3f dB)", ckpt_path, step, best)
+
+    def checkpoint() -> None:
+        save_atomic(
+            {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best_psnr": best,
+             "torch_rng": torch.get_rng_state(), "numpy_rng": sampler.rng.bit_generator.state, "args": vars(args)},
+            ckpt_path,
+        )
+
+    if step == 0:
+        sr, bic = validate(net, val_stacks)
+        LOG.info("val step 0: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB", sr, bic, sr - bic)
+    net.train()
+    t_start, n_done, loss_sum = time.time(), 0, 0.0
+    t_train = time.time()
+    while step < args.steps:
+        lr_np, hr_np = sampler.batch(args.batch_size)
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(step, args)
+        loss = F.l1_loss(net(torch.from_numpy(lr_np)), torch.from_numpy(hr_np))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        n_done += 1
+        loss_sum += loss.item()
+        if step % args.log_every == 0:
+            rate = n_done / (time.time() - t_start)
+            LOG.info("step %d/%d  L1 %.5f  lr %.2e  %.2f steps/s", step, args.steps, loss_sum / n_done,
+                     opt.param_groups[0]["lr"], rate)
+            t_start, n_done, loss_sum = time.time(), 0, 0.0
+        if step % args.val_every == 0 or step == args.steps:
+            t_val = time.time()
+            sr, bic = validate(net, val_stacks)
+            if sr > best:
+                best = sr
+                save_atomic(net.state_dict(), out / "best.pt")
+            LOG.info("val step %d: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB (best SR %.3f dB) [%.1f s]", step, sr,
+                     bic, sr - bic, best, time.time() - t_val)
+            t_start, n_done, loss_sum = time.time(), 0, 0.0  # keep validation out of steps/s
+        if step % args.ckpt_every == 0 or step == args.steps:
+            checkpoint()
+    LOG.info("training done: %d steps, %.1f min this run", step, (time.time() - t_train) / 60)
+    final = out / "final.pt"
+    save_atomic(net.state_dict(), final)
+    if args.export:
+        export = Path(args.export)
+        export.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(net.state_dict(), export)
+        torch.load(export, weights_only=True)  # the plain state_dict must load this way
+        LOG.info("exported final weights to %s (%d bytes)", export, export.stat().st_size)
+
+
+if __name__ == "__main__":
+    main()
