@@ -19,7 +19,7 @@ from monai_sr import __version__, geometry
 from monai_sr.errors import InputError, OutputError
 from monai_sr.inference.slicewise import SliceWiseInferer
 from monai_sr.io.atomic import check_output_free
-from monai_sr.io.dicom_reader import HEADERS_KEY, NOTES_KEY, load_dicom_series
+from monai_sr.io.dicom_reader import NOTES_KEY, load_dicom_series, source_headers
 from monai_sr.io.nifti import is_nifti_path, load_nifti, save_nifti
 from monai_sr.transforms.intensity import RobustScale
 
@@ -153,7 +153,7 @@ def enhance(
             f"monai_sr {__version__})"
         )
         wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
-        headers = image.meta[HEADERS_KEY]
+        headers = source_headers(image.meta)
         thickness = headers[0].get("SliceThickness")
         # DESIGN.md: SR across slices divides the slice thickness as it divides the spacing.
         thickness = float(thickness) / scale[2] if thickness not in (None, "") else None

@@ -9,8 +9,8 @@ positions instead of trusted, and missing geometry is an error naming the file a
 identity affine.
 
 Array layout: ``(i = column, j = row, k = slice)``; the affine (meta ``"affine"``) is RAS, see
-:mod:`monai_sr.geometry`. Meta also carries the source headers (``"dicom_headers"``, pixel data
-dropped, in slice order) for the derived-series writer, and ``"monai_sr_notes"`` (what was tolerated).
+:mod:`monai_sr.geometry`. Meta also carries the source headers (``"dicom_headers"``, DICOM JSON
+dicts without pixel data, in slice order) for the derived-series writer, and ``"monai_sr_notes"`` (what was tolerated).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pydicom.pixels import apply_rescale
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
 
-__all__ = ["DicomSeries", "DicomSeriesReader", "scan_folder", "load_dicom_series"]
+__all__ = ["DicomSeries", "DicomSeriesReader", "scan_folder", "load_dicom_series", "source_headers"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,14 +213,17 @@ def _affine(series: DicomSeries) -> np.ndarray:
     return geometry.affine_from_dicom(ds0.ImageOrientationPatient, ds0.ImagePositionPatient, ds0.PixelSpacing, step)
 
 
-def _header_only(ds: pydicom.Dataset) -> pydicom.Dataset:
-    """A copy of the header without pixel data, to travel in meta for the writer."""
+def _header_json(ds: pydicom.Dataset) -> dict:
+    """The header without pixel data as a DICOM JSON model dict (PS3.18 F), to travel in meta.
+
+    JSON rather than a Dataset: MONAI's transforms copy, collate and byte-swap meta, which they can do
+    with plain dicts and lists but not with pydicom objects. ``pydicom.Dataset.from_json`` restores it.
+    """
     hdr = pydicom.Dataset()
-    hdr.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
     for elem in ds:
-        if elem.tag.group != 0x7FE0:
+        if elem.tag.group not in (0x0000, 0x7FE0):  # command set and pixel data do not travel
             hdr.add(elem)
-    return hdr
+    return hdr.to_json_dict(bulk_data_threshold=1 << 20, bulk_data_element_handler=lambda _elem: "")
 
 
 class DicomSeriesReader(ImageReader):
@@ -253,7 +256,7 @@ class DicomSeriesReader(ImageReader):
             MetaKeys.SPACE: SpaceKeys.RAS,
             MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
             "filename_or_obj": str(img.folder),
-            HEADERS_KEY: [_header_only(ds) for ds in img.datasets],
+            HEADERS_KEY: [_header_json(ds) for ds in img.datasets],
             FILES_KEY: [str(p) for p in img.files],
             NOTES_KEY: list(img.notes),
         }
@@ -268,4 +271,9 @@ def load_dicom_series(folder: str | os.PathLike) -> MetaTensor:
     """
     reader = DicomSeriesReader()
     volume, meta = reader.get_data(reader.read(folder))
-    return MetaTensor(volume[None], affine=meta[MetaKeys.AFFINE], meta=meta)
+    return MetaTensor(volume[None], meta=meta)
+
+
+def source_headers(meta: dict) -> list[pydicom.Dataset]:
+    """The source slice headers (Datasets, slice order) from a volume's meta; [] when it was not DICOM."""
+    return [pydicom.Dataset.from_json(h) for h in meta.get(HEADERS_KEY, [])]

@@ -124,7 +124,7 @@ def write_derived_series(
     affine: np.ndarray,
     folder: str | os.PathLike,
     *,
-    source_headers: Sequence[Dataset],
+    source_headers: Sequence[Dataset | dict],
     derivation: str,
     series_description: str | None = None,
     series_number: int | None = None,
@@ -138,7 +138,8 @@ def write_derived_series(
         volume: float array ``(column, row, slice)`` in the source's intensity units.
         affine: 4x4 RAS affine of ``volume`` (see :mod:`monai_sr.geometry`).
         folder: output folder; must not exist unless ``overwrite``. Written atomically.
-        source_headers: headers of the source slices in slice order (meta ``"dicom_headers"``).
+        source_headers: headers of the source slices in slice order: Datasets or DICOM JSON dicts
+            (meta ``"dicom_headers"`` of the reader).
         derivation: Derivation Description, e.g. ``"2x in-plane super-resolution (SR-UNet, monai_sr 0.1)"``.
         series_description: defaults to the source's with a suffix saying what was done.
         series_number: defaults to the source's plus 1000.
@@ -154,6 +155,7 @@ def write_derived_series(
     if not source_headers:
         raise InputError("a derived DICOM series needs the source DICOM headers; the input was not DICOM")
     affine = geometry.check_affine(affine)
+    source_headers = [h if isinstance(h, Dataset) else Dataset.from_json(h) for h in source_headers]
     src0 = source_headers[0]
     n_cols, n_rows, n_slices = vol.shape
     slope, intercept = choose_rescale(vol)

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError, OutputError
 from monai_sr.io import dicom_writer
-from monai_sr.io.dicom_reader import DicomSeriesReader, load_dicom_series
+from monai_sr.io.dicom_reader import DicomSeriesReader, load_dicom_series, source_headers
 from monai_sr.io.dicom_writer import choose_rescale, write_derived_series
 
 
@@ -52,11 +52,11 @@ def test_quirky_series_is_read_by_position_with_rescale(quirky_series):
     assert abs(step - sbs) > 0.2
     # slices are in position order whatever the file names and instance numbers say
     ras_z = [vol.affine.numpy() @ np.array([0, 0, k, 1.0]) for k in range(vol.shape[3])]
-    normal = geometry.lps_to_ras(np.eye(4))[:3, :3] @ geometry.slice_normal(vol.meta["dicom_headers"][0].ImageOrientationPatient)
+    normal = geometry.lps_to_ras(np.eye(4))[:3, :3] @ geometry.slice_normal(source_headers(vol.meta)[0].ImageOrientationPatient)
     along = [float(p[:3] @ normal) for p in ras_z]
     assert np.all(np.diff(along) > 0)
     # rescale applied: real values, not stored integers
-    ds = vol.meta["dicom_headers"][0]
+    ds = source_headers(vol.meta)[0]
     assert float(ds.RescaleSlope) != 1.0
 
 
@@ -67,7 +67,7 @@ def _round_trip(series, tmp_path, scale=(1, 1, 1)):
         vol = np.kron(vol, np.ones(scale))  # any array on the finer grid will do for geometry
     affine = geometry.scaled_affine(src.affine.numpy(), scale)
     out = tmp_path / "derived"
-    write_derived_series(vol, affine, out, source_headers=src.meta["dicom_headers"], derivation="round trip test")
+    write_derived_series(vol, affine, out, source_headers=source_headers(src.meta), derivation="round trip test")
     return src, vol, affine, out
 
 
@@ -82,8 +82,8 @@ def test_write_read_round_trip(small_series, tmp_path, scale):
 
 def test_derived_series_rules(quirky_series, tmp_path):
     src, _, _, out = _round_trip(quirky_series, tmp_path, (2, 2, 1))
-    sources = {d.SOPInstanceUID for d in src.meta["dicom_headers"]}
-    first = src.meta["dicom_headers"][0]
+    sources = {d.SOPInstanceUID for d in source_headers(src.meta)}
+    first = source_headers(src.meta)[0]
     written = [pydicom.dcmread(f) for f in _files(out)]
     assert len(written) == src.shape[3]
     uids = {d.SOPInstanceUID for d in written}
@@ -111,7 +111,7 @@ def test_rescale_keeps_units_beyond_int16(small_series, tmp_path):
     src = load_dicom_series(small_series)
     vol = src[0].numpy().astype(np.float64) * 100.0 - 5000.0  # far outside int16
     out = tmp_path / "wide"
-    write_derived_series(vol, src.affine.numpy(), out, source_headers=src.meta["dicom_headers"], derivation="t")
+    write_derived_series(vol, src.affine.numpy(), out, source_headers=source_headers(src.meta), derivation="t")
     slope, intercept = choose_rescale(vol)
     assert slope > 1 and intercept == 0
     np.testing.assert_allclose(load_dicom_series(out)[0].numpy(), vol, atol=slope / 2 + 1e-3)
@@ -123,7 +123,7 @@ def test_existing_output_is_refused_and_kept(small_series, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(OutputError, match="exists"):
-        write_derived_series(src[0].numpy(), src.affine.numpy(), out, source_headers=src.meta["dicom_headers"], derivation="t")
+        write_derived_series(src[0].numpy(), src.affine.numpy(), out, source_headers=source_headers(src.meta), derivation="t")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
@@ -136,7 +136,7 @@ def test_failure_midway_leaves_nothing(small_series, tmp_path, monkeypatch):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        write_derived_series(src[0].numpy(), src.affine.numpy(), out, source_headers=src.meta["dicom_headers"],
+        write_derived_series(src[0].numpy(), src.affine.numpy(), out, source_headers=source_headers(src.meta),
                              derivation="t", progress=boom)
     assert list(tmp_path.iterdir()) == []
 
