@@ -67,7 +67,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         report = run_demo(args.output, bundle=args.bundle, overwrite=args.overwrite, progress=progress)
     finally:
         progress.close()
-    print(report)
+    print(report, flush=True)
     return 0
 
 
@@ -117,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         warnings.filterwarnings("ignore")
         logging.basicConfig(level=logging.WARNING, format="monai-sr: %(message)s")
+        # MONAI announces at import that an optional GPU decoder is absent; not the user's concern here.
+        logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     else:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     from monai_sr.errors import MonaiSRError

@@ -1,21 +1,12 @@
-"""Shared fixtures: small real MR series made from the sample data, strict pydicom, tool lookup."""
+"""Shared fixtures: small real MR series made from the sample data, strict pydicom."""
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_SERIES = REPO / "data" / "sample" / "colin27_t1_oblique_2mm"
-SAMPLE_REFERENCE = REPO / "data" / "sample" / "colin27_t1_oblique_reference_1mm.nii.gz"
-MONAI_SR = Path(sys.executable).with_name("monai-sr")
+from helpers import crop_series
 
 
 @pytest.fixture(autouse=True)
@@ -29,53 +20,14 @@ def strict_pydicom():
     settings.reading_validation_mode, settings.writing_validation_mode = old
 
 
-def require_tool(name: str) -> str:
-    """Path of an external tool; skip the test when it is missing (CI installs them all)."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (.ci/run installs it)")
-    return path
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real ``monai-sr`` entry point."""
-    return subprocess.run([str(MONAI_SR), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
-
-
-def tree_digest(path: Path) -> str:
-    """sha256 over names and bytes of every file under ``path`` (or of the file itself)."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(str(f.relative_to(path.parent)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def _crop_series(folder: Path, *, style: str, quirks=(), n_slices: int = 6, seed: int = 1) -> Path:
-    """A small real series: a central crop of the sample (real Colin27 data, oblique geometry)."""
-    from monai_sr.geometry import check_affine
-    from monai_sr.io.dicom_reader import load_dicom_series
-    from monai_sr.io.scanner_series import write_original_mr_series
-
-    vol = load_dicom_series(SAMPLE_SERIES)
-    a = vol.affine.numpy().astype(np.float64)
-    i0, j0, k0 = 25, 30, vol.shape[3] // 2 - n_slices // 2
-    data = vol[0, i0 : i0 + 40, j0 : j0 + 48, k0 : k0 + n_slices].numpy()
-    shift = np.eye(4)
-    shift[:3, 3] = [i0, j0, k0]
-    write_original_mr_series(data, check_affine(a @ shift), folder, style=style, quirks=quirks, seed=seed)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def small_series(tmp_path_factory) -> Path:
     """40 x 48 x 6 Siemens-style series (uint16, no rescale), oblique."""
-    return _crop_series(tmp_path_factory.mktemp("small") / "series", style="siemens")
+    return crop_series(tmp_path_factory.mktemp("small") / "series", style="siemens")
 
 
 @pytest.fixture(scope="session")
 def quirky_series(tmp_path_factory) -> Path:
     """Philips-style series (rescale slope/intercept) with the quirks real archives hand over."""
     quirks = ("spacing_tag_lies", "command_set", "zero_window", "private_tags", "shuffled_names", "implicit_vr")
-    return _crop_series(tmp_path_factory.mktemp("quirky") / "series", style="philips", quirks=quirks, n_slices=8, seed=2)
+    return crop_series(tmp_path_factory.mktemp("quirky") / "series", style="philips", quirks=quirks, n_slices=8, seed=2)

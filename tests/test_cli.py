@@ -6,7 +6,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import run_cli, tree_digest
+from helpers import run_cli, tree_digest
 
 from monai_sr import geometry
 

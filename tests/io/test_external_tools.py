@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import run_cli
+from helpers import SAMPLE_SERIES, require_tool, run_cli
 
 from monai_sr import geometry
 from monai_sr.io.dicom_reader import load_dicom_series
@@ -26,8 +26,6 @@ def demo_output(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "sr_series"
     result = run_cli("demo", out, "--quiet")
     assert result.returncode == 0, result.stderr
-    from conftest import SAMPLE_SERIES
-
     return SAMPLE_SERIES, out, result.stdout
 
 
@@ -59,8 +57,6 @@ def test_demo_prints_quality_and_sr_wins(demo_output):
 
 
 def test_dciodvfy_reports_no_new_errors(written):
-    from conftest import require_tool
-
     tool = require_tool("dciodvfy")
     source, out, _ = written
     src_errors = set()
@@ -73,8 +69,6 @@ def test_dciodvfy_reports_no_new_errors(written):
 
 
 def test_dcentvfy_is_clean(written):
-    from conftest import require_tool
-
     tool = require_tool("dcentvfy")
     _, out, _ = written
     run = subprocess.run([tool, *map(str, _dcm_files(out))], capture_output=True, text=True)
@@ -107,8 +101,6 @@ def test_simpleitk_reads_the_geometry_we_meant(written):
 
 
 def test_dcm2niix_reads_the_geometry_we_meant(written, tmp_path):
-    from conftest import require_tool
-
     tool = require_tool("dcm2niix")
     source, out, _ = written
     src, expected = _expected(source)
