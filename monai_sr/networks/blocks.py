@@ -9,12 +9,24 @@ in row-major order, so for an isotropic factor both give the same result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from numbers import Real
 from typing import List
 
 import torch
 from torch import nn
 
-__all__ = ["pixel_shuffle", "conv_layer", "ConvAct"]
+__all__ = [
+    "pixel_shuffle",
+    "conv_layer",
+    "ConvAct",
+    "check_spatial_dims",
+    "check_positive_int",
+    "check_scale",
+    "upsample_stages",
+    "SubpixelUpsample",
+    "NearestConvUpsample",
+]
 
 
 def pixel_shuffle(x: torch.Tensor, scale: List[int]) -> torch.Tensor:
@@ -75,3 +87,96 @@ class ConvAct(nn.Sequential):
             conv_layer(spatial_dims, in_channels, out_channels, kernel_size=kernel_size, stride=stride),
             nn.LeakyReLU(0.2, inplace=True),
         )
+
+
+def check_spatial_dims(spatial_dims: int) -> int:
+    """``spatial_dims`` if it is 2 or 3, else a ``ValueError`` naming it."""
+    if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    return int(spatial_dims)
+
+
+def check_positive_int(name: str, value: int, *, minimum: int = 1) -> int:
+    """``value`` if it is an integer ``>= minimum``, else a ``ValueError`` naming ``name`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_scale(scale: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    """One positive integer factor per spatial axis, from one factor for all axes or a sequence.
+
+    Raises:
+        ValueError: wrong number of factors, or a factor that is not a positive integer (named).
+    """
+    values = [scale] * spatial_dims if isinstance(scale, Real) else list(scale)
+    if len(values) != spatial_dims:
+        raise ValueError(f"scale {tuple(values)} must have {spatial_dims} factors (one per spatial axis)")
+    out = []
+    for s in values:
+        if isinstance(s, bool) or not isinstance(s, Real) or int(s) != s or s < 1:
+            raise ValueError(f"scale factors must be positive integers, got {s!r} in {tuple(values)}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def _prime_factors(n: int) -> list[int]:
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
+def upsample_stages(scale: Sequence[int]) -> list[tuple[int, ...]]:
+    """Split per-axis factors into stages of prime factors, the way EDSR/ESRGAN chain x2 stages.
+
+    Each axis contributes its prime factors (smallest first); stage ``k`` takes the ``k``-th factor of
+    every axis (1 where an axis has run out). ``(4, 4)`` gives ``[(2, 2), (2, 2)]`` (ESRGAN's x4),
+    ``(4, 2, 1)`` gives ``[(2, 2, 1), (2, 1, 1)]``, ``(3, 3)`` gives ``[(3, 3)]`` and ``(1, 1)`` gives ``[]``.
+    """
+    factors = [_prime_factors(int(s)) for s in scale]
+    n = max((len(f) for f in factors), default=0)
+    return [tuple(f[k] if k < len(f) else 1 for f in factors) for k in range(n)]
+
+
+class _SubpixelStage(nn.Module):
+    def __init__(self, spatial_dims: int, channels: int, factors: tuple[int, ...]) -> None:
+        super().__init__()
+        prod = 1
+        for f in factors:
+            prod *= f
+        self.conv = conv_layer(spatial_dims, channels, channels * prod)
+        self.factors: List[int] = list(factors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_shuffle(self.conv(x), self.factors)
+
+
+class SubpixelUpsample(nn.Sequential):
+    """EDSR/RCAN up-sampler with per-axis factors: per stage of :func:`upsample_stages`, a 3x3
+    convolution to ``channels * prod(stage)`` and :func:`pixel_shuffle`. Identity for scale 1."""
+
+    def __init__(self, spatial_dims: int, channels: int, scale: Sequence[int]) -> None:
+        super().__init__(*[_SubpixelStage(spatial_dims, channels, st) for st in upsample_stages(scale)])
+
+
+class _NearestConvStage(nn.Module):
+    def __init__(self, spatial_dims: int, channels: int, factors: tuple[int, ...]) -> None:
+        super().__init__()
+        self.conv = conv_layer(spatial_dims, channels, channels)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
+        self.factors: List[float] = [float(f) for f in factors]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(nn.functional.interpolate(x, scale_factor=self.factors, mode="nearest")))
+
+
+class NearestConvUpsample(nn.Sequential):
+    """ESRGAN up-sampler with per-axis factors: per stage of :func:`upsample_stages`, nearest-neighbour
+    interpolation, a 3x3 convolution and LeakyReLU(0.2). Identity for scale 1."""
+
+    def __init__(self, spatial_dims: int, channels: int, scale: Sequence[int]) -> None:
+        super().__init__(*[_NearestConvStage(spatial_dims, channels, st) for st in upsample_stages(scale)])
