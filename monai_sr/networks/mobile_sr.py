@@ -89,7 +89,7 @@ class MobileSR(nn.Module):
 
     Examples::
 
-        net = MobileSR(2, scale=2)                                         # ~40k parameters
+        net = MobileSR(2, scale=2)                                         # ~69k parameters
         y = net(torch.rand(2, 1, 40, 48))                                  # -> (2, 1, 80, 96)
         net3 = MobileSR(3, scale=(2, 2, 1), features=8, num_blocks=2)
         y3 = net3(torch.rand(1, 1, 10, 12, 6))                             # -> (1, 1, 20, 24, 6)
