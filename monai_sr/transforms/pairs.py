@@ -56,11 +56,12 @@ class MakeSRPair(Transform):
         return self.degrade(hr), hr
 
 
-class MakeSRPaird(MapTransform):
+class MakeSRPaird(Randomizable, MapTransform):
     """Dictionary twin of :class:`MakeSRPair`: ``d[lr_key] = degrade(d[hr_key])`` for each HR key.
 
     ``keys`` are the HR keys and ``lr_keys`` (same length) where their LR twins go. A random ``degrade``
-    gets the random state of this transform through :meth:`set_random_state`.
+    gets the random state of this transform through :meth:`set_random_state` (so ``Compose.set_random_state``
+    reaches it).
     """
 
     def __init__(
@@ -73,9 +74,13 @@ class MakeSRPaird(MapTransform):
         self.pair = MakeSRPair(degrade)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> MakeSRPaird:
+        super().set_random_state(seed, state)
         if isinstance(self.pair.degrade, Randomizable):
             self.pair.degrade.set_random_state(seed, state)
         return self
+
+    def randomize(self, data: Any = None) -> None:
+        """Nothing to draw here: a random ``degrade`` draws its own parameters."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
