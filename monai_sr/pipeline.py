@@ -22,6 +22,7 @@ from monai_sr.io.atomic import check_output_free
 from monai_sr.io.dicom_reader import NOTES_KEY, load_dicom_series, source_headers
 from monai_sr.io.nifti import is_nifti_path, load_nifti, save_nifti
 from monai_sr.transforms.intensity import RobustScale
+from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
 
 __all__ = ["EnhanceResult", "load_volume", "enhance", "output_kind", "preflight"]
 
@@ -154,9 +155,7 @@ def enhance(
         )
         wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
         headers = source_headers(image.meta)
-        thickness = headers[0].get("SliceThickness")
-        # DESIGN.md: SR across slices divides the slice thickness as it divides the spacing.
-        thickness = float(thickness) / scale[2] if thickness not in (None, "") else None
+        thickness = sr_slice_thickness(acquisition_geometry(image).slice_thickness, scale, slice_axis=2)
         files = [
             str(p)
             for p in write_derived_series(

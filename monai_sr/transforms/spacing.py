@@ -194,6 +194,8 @@ def apply_sr_geometry(output: torch.Tensor, source: MetaTensor, scale: Sequence[
     """
     scale = tuple(int(s) for s in scale)
     in_shape = tuple(source.shape[1:])
+    if len(scale) != len(in_shape):
+        raise ValueError(f"scale {scale} must have one factor per spatial axis of the input {in_shape}")
     expected = tuple(n * s for n, s in zip(in_shape, scale))
     if tuple(output.shape[1:]) != expected:
         raise ValueError(f"output spatial shape {tuple(output.shape[1:])} is not input {in_shape} times scale {scale}")
