@@ -71,6 +71,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from monai_sr.io.atomic import check_output_free
+    from monai_sr.validation.report import write_report
+    from monai_sr.validation.validate import validate_volumes
+
+    check_output_free(args.out, overwrite=args.overwrite)  # refuse before reading any voxel
+    outputs = {Path(p).resolve() for p in (args.prediction, args.reference, args.input) if p}
+    if Path(args.out).resolve() in outputs:
+        from monai_sr.errors import OutputError
+
+        raise OutputError("the report folder is one of the inputs; inputs are never modified", path=args.out)
+    progress = _Progress(not args.quiet)
+    try:
+        result = validate_volumes(
+            args.prediction, args.reference, lowres=args.input, axis=args.axis, mask=args.mask, progress=progress,
+        )
+        write_report(result, args.out, overwrite=args.overwrite)
+    finally:
+        progress.close()
+    print(result.text())
+    print(f"report    {args.out}/index.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from monai_sr.bundles import DEFAULT_BUNDLE
 
@@ -107,6 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bundle", default=DEFAULT_BUNDLE, metavar="NAME_OR_PATH", help=bundle_help)
     d.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     d.set_defaults(func=_cmd_demo)
+
+    v = sub.add_parser("validate", parents=[common], help="slice-by-slice metrics and a report with plots", description=(
+        "Score PREDICTION slice by slice and write a report folder (slices.csv, summary.json, plots, index.html). "
+        "With --reference: PSNR, SSIM and NRMSE per slice inside a mask, with the data range taken from the "
+        "reference inside the mask; a reference on another grid is resampled onto the prediction's grid "
+        "(trilinear, mapped through the two affines). Without it: with --input, the prediction is degraded back "
+        "onto the input's grid by k-space truncation and compared with the input; the input (else the "
+        "prediction) also gets QA (slice statistics, outlier, duplicated and missing slices). Slices whose PSNR "
+        "lies more than 3.5 robust z (MAD) units below the median are flagged. See docs/validation.md."))
+    v.add_argument("prediction", metavar="PREDICTION", help="DICOM series folder or .nii/.nii.gz file to judge")
+    v.add_argument("--reference", metavar="REFERENCE", help="the truth (DICOM folder or NIfTI), any overlapping grid")
+    v.add_argument("--input", metavar="LOWRES", help="the low-resolution input PREDICTION was made from")
+    v.add_argument("--out", required=True, metavar="REPORT_DIR", help="new folder for the report")
+    v.add_argument("--axis", type=int, choices=(0, 1, 2), default=None, help=(
+        "slice axis (index axis of the compared grid); default: the acquisition's slice axis, 2 for a DICOM "
+        "series, for NIfTI the axis with the largest spacing (ties: 2)"))
+    v.add_argument("--mask", default="auto", metavar="auto|none|FILE", help=(
+        "auto: head mask of the reference (of the input without a reference); none: every voxel; "
+        "FILE: a mask volume, nonzero inside (default: auto)"))
+    v.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR if it exists (after the new one is complete)")
+    v.set_defaults(func=_cmd_validate)
     return parser
 
 

@@ -33,6 +33,8 @@ __all__ = [
     "coarsened_affine",
     "index_of_output_in_input",
     "check_slice_positions",
+    "index_map",
+    "slice_positions",
 ]
 
 #: Flips x and y: turns an LPS affine into RAS and back (it is its own inverse).
@@ -221,3 +223,38 @@ def check_slice_positions(
             path=path,
         )
     return step
+
+
+def index_map(from_affine: np.ndarray, to_affine: np.ndarray) -> np.ndarray:
+    """4x4 map from voxel indices of one grid to (fractional) voxel indices of another: index -> mm -> index.
+
+    ``index_map(A, B) @ (i, j, k, 1)`` is where voxel ``(i, j, k)`` of the grid with affine ``A`` falls in
+    the grid with affine ``B`` (both in the same convention), i.e. ``inv(B) @ A``.
+    """
+    a = check_affine(from_affine, orthogonal=False)
+    b = check_affine(to_affine, orthogonal=False)
+    return np.linalg.solve(b, a)
+
+
+def slice_positions(affine: np.ndarray, shape: Sequence[int], axis: int) -> np.ndarray:
+    """Position (mm) of each slice centre along the unit normal of the slices across index ``axis``.
+
+    The normal is the cross product of the two in-plane axis directions, pointing towards increasing
+    ``axis`` index, so positions increase with the slice index; for a DICOM series read by
+    :mod:`monai_sr.io.dicom_reader` and ``axis=2`` they differ from ImagePositionPatient . normal only by a
+    constant. The slice centre is the voxel at the middle of the other two axes.
+    """
+    a = check_affine(affine, orthogonal=False)
+    if axis not in (0, 1, 2) or len(shape) != 3:
+        raise ValueError(f"axis must be 0, 1 or 2 of a 3D shape, got axis {axis} and shape {list(shape)}")
+    u, v = (ax for ax in range(3) if ax != axis)
+    normal = np.cross(a[:3, u], a[:3, v])
+    normal /= np.linalg.norm(normal)
+    if float(normal @ a[:3, axis]) < 0:
+        normal = -normal
+    idx = np.zeros((4, int(shape[axis])))
+    idx[u] = (shape[u] - 1) / 2.0
+    idx[v] = (shape[v] - 1) / 2.0
+    idx[axis] = np.arange(shape[axis])
+    idx[3] = 1.0
+    return normal @ (a @ idx)[:3]
