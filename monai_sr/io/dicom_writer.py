@@ -1,6 +1,8 @@
 """Write a derived MR series in the source's study (DESIGN.md, "The derived DICOM series").
 
-The output is Classic MR Image Storage, one file per slice, Explicit VR Little Endian:
+Two formats (:class:`DicomFormat`): Classic MR Image Storage, one file per slice (the default), or
+Enhanced MR Image Storage, one multi-frame object (:mod:`monai_sr.io.enhanced_mr`). Both are Explicit VR
+Little Endian and share everything below:
 
 * same patient, study and frame of reference as the source (copied from the source headers that the
   reader keeps in meta, never re-read from disk);
@@ -15,8 +17,11 @@ The output is Classic MR Image Storage, one file per slice, Explicit VR Little E
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
+import enum
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +32,34 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import DSfloat
 
 from monai_sr import __version__, geometry
-from monai_sr.errors import InputError
+from monai_sr.errors import InputError, OutputError
 from monai_sr.io.atomic import atomic_output
 
-__all__ = ["write_derived_series", "choose_rescale", "SOFTWARE_NAME"]
+__all__ = ["write_derived_series", "choose_rescale", "DicomFormat", "as_dicom_format", "SOFTWARE_NAME"]
 
 SOFTWARE_NAME = "monai_sr"
 
-#: Attributes copied from the source as they are: patient, study, frame of reference, and the MR
-#: acquisition that the derived image still describes.
+class DicomFormat(str, enum.Enum):
+    """How a derived series is stored: one Classic MR object per slice, or one Enhanced MR multi-frame object."""
+
+    CLASSIC = "classic"
+    ENHANCED = "enhanced"
+
+
+def as_dicom_format(value: str | DicomFormat) -> DicomFormat:
+    """The :class:`DicomFormat` named ``value``; :class:`OutputError` naming the choices otherwise."""
+    if isinstance(value, DicomFormat):
+        return value
+    names = [f.value for f in DicomFormat]
+    if str(value).lower() in names:
+        return DicomFormat(str(value).lower())
+    close = difflib.get_close_matches(str(value).lower(), names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise OutputError(f"unknown DICOM format {value!r}; {hint}available: {', '.join(names)}")
+
+
+#: Attributes copied from the source as they are, in either format: SOP common, patient, study,
+#: series identity that stays, frame of reference, acquisition number.
 _COPIED = (
     # SOP Common
     "SpecificCharacterSet", "TimezoneOffsetFromUTC",
@@ -48,9 +72,14 @@ _COPIED = (
     # General Series (the parts that stay) / Frame of Reference
     "Laterality", "BodyPartExamined", "PatientPosition", "ProtocolName",
     "FrameOfReferenceUID", "PositionReferenceIndicator",
-    # General Acquisition / General Image
-    "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime", "AcquisitionNumber",
-    # MR Image module
+    "AcquisitionNumber",
+)
+
+#: Classic only: the General Acquisition dates and the MR Image module that the derived slices still
+#: describe (the Enhanced MR IOD keeps acquisition parameters in functional groups that are optional
+#: for a DERIVED image, so they are not repeated there).
+_COPIED_CLASSIC = (
+    "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime",
     "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "SequenceName", "AngioFlag",
     "RepetitionTime", "EchoTime", "InversionTime", "NumberOfAverages", "ImagingFrequency", "ImagedNucleus",
     "EchoNumbers", "MagneticFieldStrength", "NumberOfPhaseEncodingSteps", "EchoTrainLength", "PercentSampling",
@@ -67,7 +96,7 @@ _ACQUISITION_EQUIPMENT = ("109101", "DCM", "Acquisition Equipment")
 _INT16_RANGE = 32000.0  # stay a little inside int16 so rounding never wraps
 
 
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue = value
     item.CodingSchemeDesignator = scheme
@@ -75,7 +104,7 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _ds(value: float) -> DSfloat:
+def ds_value(value: float) -> DSfloat:
     """A DS value that fits the 16-character limit (pydicom formats it)."""
     return DSfloat(float(value), auto_format=True)
 
@@ -92,9 +121,9 @@ def choose_rescale(volume: np.ndarray) -> tuple[float, float]:
         raise InputError("result has non-finite values; nothing written")
     if peak == 0.0:
         return 1.0, 0.0
-    slope = float(_ds(peak / _INT16_RANGE))
+    slope = float(ds_value(peak / _INT16_RANGE))
     while peak / slope > 32767:  # rounding to 16 characters may have shrunk the slope
-        slope = float(_ds(slope * 1.0001))
+        slope = float(ds_value(slope * 1.0001))
     return slope, 0.0
 
 
@@ -119,6 +148,23 @@ def _source_slices(n_out: int, n_in: int) -> list[list[int]]:
     return out
 
 
+@dataclass
+class DerivedPlan:
+    """What both formats need, worked out once from the result and the source headers."""
+
+    volume: np.ndarray  # (column, row, slice), float, the source's units
+    affine: np.ndarray  # 4x4 RAS
+    source_headers: list[Dataset]
+    sources: list[list[int]]  # per output slice: the source slice indices it came from
+    slope: float
+    intercept: float
+    centre: float
+    width: float
+    spacing: np.ndarray
+    thickness: float | None
+    common: Dataset  # patient, study, series, frame of reference, equipment, SOP common
+
+
 def write_derived_series(
     volume: np.ndarray,
     affine: np.ndarray,
@@ -129,6 +175,7 @@ def write_derived_series(
     series_description: str | None = None,
     series_number: int | None = None,
     slice_thickness: float | None = None,
+    dicom_format: str | DicomFormat = DicomFormat.CLASSIC,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
@@ -144,27 +191,48 @@ def write_derived_series(
         series_description: defaults to the source's with a suffix saying what was done.
         series_number: defaults to the source's plus 1000.
         slice_thickness: defaults to the source's SliceThickness (in-plane SR keeps it).
+        dicom_format: ``"classic"`` (one MR Image Storage file per slice) or ``"enhanced"`` (one
+            Enhanced MR Image Storage multi-frame file).
         progress: called with ``(slices_done, slices_total)``.
 
     Returns:
-        The written file paths, in slice order.
+        The written file paths, in slice order (one path for ``"enhanced"``).
     """
+    fmt = as_dicom_format(dicom_format)  # refuse a bad option before any work
+    plan = plan_derived_series(
+        volume, affine, source_headers=source_headers, derivation=derivation,
+        series_description=series_description, series_number=series_number, slice_thickness=slice_thickness,
+    )
+    if fmt is DicomFormat.ENHANCED:
+        from monai_sr.io.enhanced_mr import write_enhanced_mr
+
+        return [write_enhanced_mr(plan, folder, overwrite=overwrite, progress=progress)]
+    return _write_classic(plan, folder, overwrite=overwrite, progress=progress)
+
+
+def plan_derived_series(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    *,
+    source_headers: Sequence[Dataset | dict],
+    derivation: str,
+    series_description: str | None = None,
+    series_number: int | None = None,
+    slice_thickness: float | None = None,
+) -> DerivedPlan:
+    """Check the inputs and build the parts both formats share (see :func:`write_derived_series`)."""
     vol = np.asarray(volume)
     if vol.ndim != 3:
         raise InputError(f"expected a 3D volume (column, row, slice), got shape {vol.shape}")
     if not source_headers:
         raise InputError("a derived DICOM series needs the source DICOM headers; the input was not DICOM")
     affine = geometry.check_affine(affine)
-    source_headers = [h if isinstance(h, Dataset) else Dataset.from_json(h) for h in source_headers]
-    src0 = source_headers[0]
-    n_cols, n_rows, n_slices = vol.shape
+    headers = [h if isinstance(h, Dataset) else Dataset.from_json(h) for h in source_headers]
+    src0 = headers[0]
     slope, intercept = choose_rescale(vol)
     centre, width = _window(vol)
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
-    series_uid = generate_uid()
-    spacing = geometry.spacing_from_affine(affine)
-    sources = _source_slices(n_slices, len(source_headers))
     image_type = ["DERIVED", "SECONDARY", *([str(v) for v in src0.get("ImageType", [])][2:] or ["OTHER"])]
     description = series_description or f"{src0.get('SeriesDescription', '')} {derivation.split('(')[0].strip()}".strip()
 
@@ -172,9 +240,8 @@ def write_derived_series(
     for keyword in _COPIED:
         if keyword in src0:
             base[keyword] = src0[keyword]
-    base.SOPClassUID = MRImageStorage
     base.Modality = "MR"
-    base.SeriesInstanceUID = series_uid
+    base.SeriesInstanceUID = generate_uid()
     base.SeriesNumber = int(series_number if series_number is not None else int(src0.get("SeriesNumber", 0) or 0) + 1000)
     base.SeriesDescription = description[:64]
     base.SeriesDate, base.SeriesTime = date, time
@@ -189,32 +256,78 @@ def write_derived_series(
     for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
                     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PositionReferenceIndicator"):
         base.setdefault(keyword, "")  # type 2: present, possibly empty
-    base.setdefault("ScanOptions", "")
-    base.setdefault("MRAcquisitionType", "")
-    base.setdefault("EchoTime", "")
-    base.setdefault("EchoTrainLength", "")
-    if "ScanningSequence" not in base or "SequenceVariant" not in base:
-        raise InputError("source lacks ScanningSequence/SequenceVariant (type 1 in an MR image)", path=_path_of(src0))
     thickness = slice_thickness if slice_thickness is not None else src0.get("SliceThickness")
-    base.SliceThickness = _ds(thickness) if thickness not in (None, "") else ""
-    if n_slices > 1:
-        base.SpacingBetweenSlices = _ds(spacing[2])
     base.SamplesPerPixel = 1
     base.PhotometricInterpretation = "MONOCHROME2"
-    base.Rows, base.Columns = n_rows, n_cols
+    base.Rows, base.Columns = vol.shape[1], vol.shape[0]
     base.BitsAllocated, base.BitsStored, base.HighBit = 16, 16, 15
     base.PixelRepresentation = 1
-    base.RescaleSlope, base.RescaleIntercept = _ds(slope), _ds(intercept)
-    base.RealWorldValueMappingSequence = DicomSequence([_real_world_mapping(slope, intercept, src0)])
-    base.WindowCenter, base.WindowWidth = _ds(centre), _ds(width)
-    base.WindowCenterWidthExplanation = "monai_sr: 0.5-99.5 percentile"
     base.BurnedInAnnotation = "NO"
     base.LossyImageCompression = src0.get("LossyImageCompression", "00")
+    return DerivedPlan(
+        volume=vol, affine=affine, source_headers=headers, sources=_source_slices(vol.shape[2], len(headers)),
+        slope=slope, intercept=intercept, centre=centre, width=width, spacing=geometry.spacing_from_affine(affine),
+        thickness=None if thickness in (None, "") else float(thickness), common=base,
+    )
+
+
+def stored_plane(plane: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """Float ``plane`` (column, row) as the stored int16 (row, column) array for this rescale."""
+    stored = np.rint((plane.T - intercept) / slope)
+    return np.clip(stored, -32768, 32767).astype("<i2")
+
+
+def source_references(plan: DerivedPlan, k: int) -> DicomSequence:
+    """Source Image Sequence items for output slice ``k``."""
+    refs = []
+    for i in plan.sources[k]:
+        src = plan.source_headers[i]
+        item = Dataset()
+        item.ReferencedSOPClassUID = src.SOPClassUID
+        item.ReferencedSOPInstanceUID = src.SOPInstanceUID
+        item.PurposeOfReferenceCodeSequence = DicomSequence([code_item(*_SOURCE_PURPOSE)])
+        refs.append(item)
+    return DicomSequence(refs)
+
+
+def file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
+    """File meta for an Explicit VR Little Endian object."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    pydicom.dataset.validate_file_meta(meta, enforce_standard=True)
+    return meta
+
+
+def _write_classic(
+    plan: DerivedPlan, folder: str | os.PathLike, *, overwrite: bool, progress: Callable[[int, int], None] | None
+) -> list[Path]:
+    src0 = plan.source_headers[0]
+    n_slices = plan.volume.shape[2]
+    base = Dataset()
+    base.update(plan.common)
+    for keyword in _COPIED_CLASSIC:
+        if keyword in src0:
+            base[keyword] = src0[keyword]
+    base.SOPClassUID = MRImageStorage
+    base.ImageType = [*plan.common.ImageType]
+    for keyword in ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength"):
+        base.setdefault(keyword, "")  # type 2 in the MR Image module
+    if "ScanningSequence" not in base or "SequenceVariant" not in base:
+        raise InputError("source lacks ScanningSequence/SequenceVariant (type 1 in an MR image)", path=_path_of(src0))
+    base.SliceThickness = ds_value(plan.thickness) if plan.thickness is not None else ""
+    if n_slices > 1:
+        base.SpacingBetweenSlices = ds_value(plan.spacing[2])
+    base.RescaleSlope, base.RescaleIntercept = ds_value(plan.slope), ds_value(plan.intercept)
+    base.RealWorldValueMappingSequence = DicomSequence([real_world_mapping(plan.slope, plan.intercept)])
+    base.WindowCenter, base.WindowWidth = ds_value(plan.centre), ds_value(plan.width)
+    base.WindowCenterWidthExplanation = WINDOW_EXPLANATION
 
     written: list[Path] = []
     with atomic_output(folder, is_dir=True, overwrite=overwrite) as tmp:
         for k in range(n_slices):
-            ds = _slice_dataset(base, vol[:, :, k], affine, k, slope, intercept, source_headers, sources[k])
+            ds = _slice_dataset(base, plan, k)
             name = f"MR{k + 1:05d}.dcm"
             ds.save_as(tmp / name, enforce_file_format=True)
             written.append(Path(folder) / name)
@@ -223,7 +336,10 @@ def write_derived_series(
     return written
 
 
-def _real_world_mapping(slope: float, intercept: float, src: Dataset) -> Dataset:
+WINDOW_EXPLANATION = "monai_sr: 0.5-99.5 percentile"
+
+
+def real_world_mapping(slope: float, intercept: float) -> Dataset:
     """The MR-native statement of the rescale (the classic MR IOD has no Modality LUT module)."""
     item = Dataset()
     item.RealWorldValueFirstValueMapped = -32768
@@ -233,7 +349,7 @@ def _real_world_mapping(slope: float, intercept: float, src: Dataset) -> Dataset
     item.LUTExplanation = "signal intensity in the source series' units"
     item.LUTLabel = "MR_SIGNAL"
     # UCUM "{arbitrary}"-style unitless code: MR magnitude has no physical unit.
-    item.MeasurementUnitsCodeSequence = DicomSequence([_code("1", "UCUM", "no units")])
+    item.MeasurementUnitsCodeSequence = DicomSequence([code_item("1", "UCUM", "no units")])
     return item
 
 
@@ -247,46 +363,22 @@ def _contributing_scanner(src: Dataset) -> Dataset:
     for keyword in ("InstitutionName", "StationName", "ManufacturerModelName", "DeviceSerialNumber", "SoftwareVersions"):
         if keyword in src:
             item[keyword] = src[keyword]
-    item.PurposeOfReferenceCodeSequence = DicomSequence([_code(*_ACQUISITION_EQUIPMENT)])
+    item.PurposeOfReferenceCodeSequence = DicomSequence([code_item(*_ACQUISITION_EQUIPMENT)])
     return item
 
 
-def _slice_dataset(
-    base: Dataset,
-    plane: np.ndarray,
-    affine: np.ndarray,
-    k: int,
-    slope: float,
-    intercept: float,
-    source_headers: Sequence[Dataset],
-    source_index: list[int],
-) -> Dataset:
+def _slice_dataset(base: Dataset, plan: DerivedPlan, k: int) -> Dataset:
     ds = Dataset()
     ds.update(base)
     sop_uid = generate_uid()
     ds.SOPInstanceUID = sop_uid
     ds.InstanceNumber = k + 1
-    ipp, iop, pixel_spacing = geometry.dicom_slice_geometry(affine, k)
-    ds.ImagePositionPatient = [_ds(v) for v in ipp]
-    ds.ImageOrientationPatient = [_ds(v) for v in iop]
-    ds.PixelSpacing = [_ds(v) for v in pixel_spacing]
-    ds.SliceLocation = _ds(float(np.dot(ipp, geometry.slice_normal(iop))))
-    refs = []
-    for i in source_index:
-        src = source_headers[i]
-        item = Dataset()
-        item.ReferencedSOPClassUID = src.SOPClassUID
-        item.ReferencedSOPInstanceUID = src.SOPInstanceUID
-        item.PurposeOfReferenceCodeSequence = DicomSequence([_code(*_SOURCE_PURPOSE)])
-        refs.append(item)
-    ds.SourceImageSequence = DicomSequence(refs)
-    stored = np.rint((plane.T - intercept) / slope)  # rows x columns
-    ds.PixelData = np.clip(stored, -32768, 32767).astype("<i2").tobytes()
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    pydicom.dataset.validate_file_meta(meta, enforce_standard=True)
+    ipp, iop, pixel_spacing = geometry.dicom_slice_geometry(plan.affine, k)
+    ds.ImagePositionPatient = [ds_value(v) for v in ipp]
+    ds.ImageOrientationPatient = [ds_value(v) for v in iop]
+    ds.PixelSpacing = [ds_value(v) for v in pixel_spacing]
+    ds.SliceLocation = ds_value(float(np.dot(ipp, geometry.slice_normal(iop))))
+    ds.SourceImageSequence = source_references(plan, k)
+    ds.PixelData = stored_plane(plan.volume[:, :, k], plan.slope, plan.intercept).tobytes()
+    ds.file_meta = file_meta(MRImageStorage, sop_uid)
     return ds
