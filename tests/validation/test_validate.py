@@ -136,3 +136,15 @@ def test_geometry_helpers():
     flip[:3, 2] *= -1
     np.testing.assert_allclose(geometry.slice_positions(flip, (2, 2, 3), 2), [-30, -26, -22])
     np.testing.assert_allclose(geometry.slice_positions(a, (5, 2, 3), 0), [10, 12, 14, 16, 18])
+
+
+def test_mask_from_a_volume(colin_crop, noisy):
+    from monai.data import MetaTensor
+
+    m = np.zeros(colin_crop.shape, np.float32)
+    m[0, 20:60, 30:90, :] = 1.0
+    result = validate_volumes(noisy, colin_crop, mask=MetaTensor(m, affine=colin_crop.affine))
+    assert result.settings["mask_voxels"] == 40 * 60 * 24 and result.settings["mask"].startswith("file")
+    np.testing.assert_array_equal(result.column("mask_voxels"), 40 * 60)
+    inside = colin_crop[0].numpy()[20:60, 30:90]
+    assert result.settings["data_range"] == pytest.approx(float(inside.max() - inside.min()))
