@@ -45,18 +45,50 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from monai_sr.bundles import load_inference_parts
     from monai_sr.pipeline import enhance, preflight
 
-    preflight(args.input, args.output, overwrite=args.overwrite)  # refuse before loading a model
+    kind = preflight(args.input, args.output, overwrite=args.overwrite)  # refuse before loading a model
+    if args.send:
+        from monai_sr.errors import OutputError
+        from monai_sr.io.pacs import parse_destination
+
+        destination = parse_destination(args.send)
+        if kind != "dicom":
+            raise OutputError("--send needs a DICOM output (a folder), not NIfTI", path=args.output)
     parts = load_inference_parts(args.bundle)
     progress = _Progress(not args.quiet)
     try:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
-            overwrite=args.overwrite, progress=progress,
+            dicom_format=args.dicom_format, overwrite=args.overwrite, progress=progress,
         )
     finally:
         progress.close()
-    print(result.summary())
+    print(result.summary(), flush=True)
+    if args.send:
+        return _send(result.files, destination, args)
     return 0
+
+
+def _send(files, destination, args: argparse.Namespace) -> int:
+    """Send, print the per-instance report on stdout, raise SendError if any instance failed."""
+    from monai_sr.io.pacs import send_series
+
+    if not args.debug:
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # failures are reported per instance
+    progress = _Progress(not args.quiet)
+    try:
+        report = send_series(files, destination, calling_aet=args.aet, timeout=args.timeout,
+                             progress=lambda d, n: progress("send", d, n))
+    finally:
+        progress.close()
+    print(report.text(), flush=True)
+    report.raise_for_failures()
+    return 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from monai_sr.io.pacs import parse_destination
+
+    return _send(args.series_dir, parse_destination(args.to), args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -123,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT", help="new folder for a DICOM series, or a .nii/.nii.gz path")
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, metavar="NAME_OR_PATH", help=bundle_help)
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (after the new one is complete)")
+    p.add_argument("--dicom-format", choices=("classic", "enhanced"), default=None, help=(
+        "DICOM output: classic = one MR Image Storage file per slice (default); enhanced = one Enhanced MR "
+        "Image Storage multi-frame file"))
+    p.add_argument("--send", metavar="URL", help=(
+        "after writing, send the DICOM output to URL: dicom://AET@HOST:PORT (C-STORE) or "
+        "http(s)://HOST:PORT/PATH (DICOMweb STOW-RS service root)"))
+    enhance_send = p.add_argument_group("sending (with --send)")
     p.set_defaults(func=_cmd_enhance)
 
     d = sub.add_parser("demo", parents=[common], help="run the main job on the sample data in the repository", description=(
@@ -154,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE: a mask volume, nonzero inside (default: auto)"))
     v.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR if it exists (after the new one is complete)")
     v.set_defaults(func=_cmd_validate)
+
+    t = sub.add_parser("send", parents=[common], help="send a DICOM series to a PACS (C-STORE or STOW-RS)", description=(
+        "Send every DICOM file in SERIES_DIR to a PACS. Each instance is reported; if any was not stored "
+        "(refused association, failure status, HTTP error) the command exits with 1."))
+    t.add_argument("series_dir", metavar="SERIES_DIR", help="folder holding the DICOM files (e.g. an enhance output)")
+    t.add_argument("--to", required=True, metavar="URL", help=(
+        "dicom://AET@HOST:PORT (C-STORE to that called AE title) or http(s)://HOST:PORT/PATH "
+        "(DICOMweb STOW-RS service root, e.g. http://pacs:8042/dicom-web)"))
+    t.set_defaults(func=_cmd_send)
+    for group in (enhance_send, t):
+        group.add_argument("--aet", default="MONAI_SR", metavar="AET", help="our (calling) AE title for C-STORE (default: MONAI_SR)")
+        group.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="network timeout (default: 30)")
     return parser
 
 

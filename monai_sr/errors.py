@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["MonaiSRError", "InputError", "GeometryError", "ModelError", "OutputError"]
+__all__ = ["MonaiSRError", "InputError", "GeometryError", "ModelError", "OutputError", "SendError"]
 
 
 class MonaiSRError(Exception):
@@ -35,3 +35,8 @@ class ModelError(MonaiSRError):
 
 class OutputError(MonaiSRError):
     """The output cannot be written: it exists already, its parent is missing, its format is unknown."""
+
+
+class SendError(MonaiSRError):
+    """A series could not be sent (entirely or in part): bad destination, refused association, C-STORE
+    failure status, HTTP error. ``path`` is the destination."""

@@ -111,6 +111,7 @@ def enhance(
     network: torch.nn.Module,
     inferer: SliceWiseInferer | None = None,
     derivation: str | None = None,
+    dicom_format: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> EnhanceResult:
@@ -123,6 +124,8 @@ def enhance(
         inferer: how to run it over the volume (default: slice-wise along axis 2, the slice axis of a
             DICOM series).
         derivation: Derivation Description for DICOM output; a default names the network and scale.
+        dicom_format: DICOM output only: ``"classic"`` (one file per slice, the default) or ``"enhanced"``
+            (one Enhanced MR multi-frame object), see :class:`monai_sr.io.dicom_writer.DicomFormat`.
         overwrite: replace an existing output (only after the new one is complete).
         progress: called as ``progress(stage, done, total)``.
 
@@ -131,6 +134,12 @@ def enhance(
     """
     t0 = time.perf_counter()
     kind = preflight(input_path, output_path, overwrite=overwrite)  # fail before any work
+    if dicom_format is not None:
+        from monai_sr.io.dicom_writer import as_dicom_format
+
+        dicom_format = as_dicom_format(dicom_format)
+        if kind != "dicom":
+            raise OutputError("a DICOM format was chosen but the output is NIfTI", path=output_path)
     inferer = inferer or SliceWiseInferer()
     image = load_volume(input_path)
     scale = inferer.volume_scale(network)
@@ -165,6 +174,7 @@ def enhance(
                 source_headers=headers,
                 derivation=desc,
                 slice_thickness=thickness,
+                dicom_format=dicom_format or "classic",
                 overwrite=overwrite,
                 progress=wstep,
             )
