@@ -45,7 +45,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from monai_sr.bundles import load_inference_parts
     from monai_sr.pipeline import enhance, preflight
 
-    kind = preflight(args.input, args.output, overwrite=args.overwrite)  # refuse before loading a model
+    kind = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series)  # refuse before loading a model
     if args.send:
         from monai_sr.errors import OutputError
         from monai_sr.io.pacs import parse_destination
@@ -58,7 +58,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     try:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
-            dicom_format=args.dicom_format, overwrite=args.overwrite, progress=progress,
+            dicom_format=args.dicom_format, series=args.series, resample=args.resample,
+            overwrite=args.overwrite, progress=progress,
         )
     finally:
         progress.close()
@@ -89,6 +90,16 @@ def _cmd_send(args: argparse.Namespace) -> int:
     from monai_sr.io.pacs import parse_destination
 
     return _send(args.series_dir, parse_destination(args.to), args)
+
+
+def _cmd_series(args: argparse.Namespace) -> int:
+    from monai_sr.io.dicom_series import find_series, format_series_table
+
+    candidates, notes = find_series(args.input)
+    print(format_series_table(candidates))
+    for note in notes:
+        print(f"note  {note}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -162,7 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
         "after writing, send the DICOM output to URL: dicom://AET@HOST:PORT (C-STORE) or "
         "http(s)://HOST:PORT/PATH (DICOMweb STOW-RS service root)"))
     enhance_send = p.add_argument_group("sending (with --send)")
+    p.add_argument("--series", metavar="UID_OR_NUMBER", help=(
+        "which series to read when INPUT holds several (a Series Instance UID or Series Number; NUMBER:STACK "
+        "for one stack of a series with several echoes / temporal positions); `monai-sr series INPUT` lists them"))
+    p.add_argument("--resample", action="store_true", help=(
+        "interpolate a series with unequal slice steps or missing slices onto a regular grid along the normal "
+        "(linear between neighbouring slices) instead of refusing it"))
     p.set_defaults(func=_cmd_enhance)
+
+    s = sub.add_parser("series", parents=[common], help="list the DICOM series under a folder or DICOMDIR", description=(
+        "List the image series under INPUT (a folder, searched recursively, a DICOMDIR or a DICOM file): the "
+        "selector for --series, modality, slice count, matrix (rows x columns), spacing in mm (along a row, "
+        "down a column, between slices), orientation (closest anatomical plane, 'oblique' with the angle when "
+        "more than 1 degree off), acquisition type (2D/3D), description and Series Instance UID. Series whose "
+        "frames form several stacks (echoes, temporal positions, stack IDs) are listed per stack."))
+    s.add_argument("input", metavar="INPUT", help="folder, DICOMDIR or DICOM file")
+    s.set_defaults(func=_cmd_series)
 
     d = sub.add_parser("demo", parents=[common], help="run the main job on the sample data in the repository", description=(
         "Super-resolve the sample oblique 2 mm T1 series (from Colin27) x2 in-plane, write the derived DICOM "

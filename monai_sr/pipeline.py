@@ -20,6 +20,7 @@ from monai_sr.errors import InputError, OutputError
 from monai_sr.inference.slicewise import SliceWiseInferer
 from monai_sr.io.atomic import check_output_free
 from monai_sr.io.dicom_reader import NOTES_KEY, load_dicom_series, source_headers
+from monai_sr.io.dicom_series import find_series, is_dicom_input, select_series
 from monai_sr.io.nifti import is_nifti_path, load_nifti, save_nifti
 from monai_sr.transforms.intensity import RobustScale
 from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
@@ -58,11 +59,13 @@ class EnhanceResult:
         return "\n".join(lines)
 
 
-def load_volume(path: str | os.PathLike) -> MetaTensor:
-    """Read a DICOM series folder or a ``.nii``/``.nii.gz`` file as a channel-first RAS MetaTensor."""
+def load_volume(path: str | os.PathLike, *, series: str | int | None = None, resample: bool = False) -> MetaTensor:
+    """Read DICOM (a folder, DICOMDIR or DICOM file) or a ``.nii``/``.nii.gz`` file as a channel-first RAS
+    MetaTensor. ``series`` picks one of several DICOM series, ``resample`` interpolates unequal slice
+    steps (see :class:`monai_sr.io.dicom_reader.DicomSeriesReader`)."""
     path = Path(path)
-    if path.is_dir():
-        return load_dicom_series(path)
+    if not is_nifti_path(path) and is_dicom_input(path):
+        return load_dicom_series(path, series=series, resample=resample)
     if is_nifti_path(path):
         return load_nifti(path)
     if not path.exists():
@@ -80,7 +83,7 @@ def output_kind(input_path: str | os.PathLike, output_path: str | os.PathLike) -
         return "nifti"
     if Path(output_path).suffix.lower() in (".dcm", ".nrrd", ".mha", ".mgz", ".gz", ".img", ".hdr"):
         raise OutputError("output must be a folder (DICOM series) or a .nii / .nii.gz path", path=output_path)
-    if not Path(input_path).is_dir():
+    if is_nifti_path(input_path) or not is_dicom_input(input_path):
         raise OutputError(
             "a DICOM series can only be written from a DICOM input (it joins the source's study); "
             "give a .nii or .nii.gz output path",
@@ -89,14 +92,22 @@ def output_kind(input_path: str | os.PathLike, output_path: str | os.PathLike) -
     return "dicom"
 
 
-def preflight(input_path: str | os.PathLike, output_path: str | os.PathLike, *, overwrite: bool = False) -> str:
+def preflight(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    series: str | int | None = None,
+) -> str:
     """Cheap checks before any model is loaded or voxel read: the input exists and has a readable kind,
     the output kind fits the input, the output is free. Returns the output kind."""
     path = Path(input_path)
     if not path.exists():
         raise InputError("no such file or folder", path=path)
-    if not (path.is_dir() or is_nifti_path(path)):
+    if not (is_nifti_path(path) or is_dicom_input(path)):
         raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+    if not is_nifti_path(path):
+        select_series(find_series(path)[0], series, path=path)  # several series and no choice: refuse now
     kind = output_kind(input_path, output_path)
     if Path(output_path).resolve() == path.resolve():
         raise OutputError("output is the input; the input is never modified", path=output_path)
@@ -111,6 +122,8 @@ def enhance(
     network: torch.nn.Module,
     inferer: SliceWiseInferer | None = None,
     derivation: str | None = None,
+    series: str | int | None = None,
+    resample: bool = False,
     dicom_format: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -126,6 +139,10 @@ def enhance(
         derivation: Derivation Description for DICOM output; a default names the network and scale.
         dicom_format: DICOM output only: ``"classic"`` (one file per slice, the default) or ``"enhanced"``
             (one Enhanced MR multi-frame object), see :class:`monai_sr.io.dicom_writer.DicomFormat`.
+        series: DICOM input with several series: Series Instance UID or Series Number to read
+            (``"301:TE=25"`` for one stack); without it several series are refused with their list.
+        resample: interpolate a DICOM series with unequal slice steps or missing slices onto a regular
+            grid along the normal (with a note) instead of refusing it.
         overwrite: replace an existing output (only after the new one is complete).
         progress: called as ``progress(stage, done, total)``.
 
@@ -133,7 +150,7 @@ def enhance(
         :class:`EnhanceResult`. Nothing is left at ``output_path`` when an error is raised.
     """
     t0 = time.perf_counter()
-    kind = preflight(input_path, output_path, overwrite=overwrite)  # fail before any work
+    kind = preflight(input_path, output_path, overwrite=overwrite, series=series)  # fail before any work
     if dicom_format is not None:
         from monai_sr.io.dicom_writer import as_dicom_format
 
@@ -141,7 +158,7 @@ def enhance(
         if kind != "dicom":
             raise OutputError("a DICOM format was chosen but the output is NIfTI", path=output_path)
     inferer = inferer or SliceWiseInferer()
-    image = load_volume(input_path)
+    image = load_volume(input_path, series=series, resample=resample)
     scale = inferer.volume_scale(network)
 
     norm = RobustScale()

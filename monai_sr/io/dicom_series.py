@@ -1,0 +1,443 @@
+"""Find the DICOM image series under a folder (recursive) or a DICOMDIR, list them, pick one.
+
+A *candidate* is what the reader can turn into one volume: one series, or one stack of a series whose
+frames form several stacks (echoes, temporal positions, stack IDs of an Enhanced MR multi-frame object,
+or echoes / temporal positions of a classic one-file-per-slice series). Stacks are never mixed: they are
+split here and a stack has to be chosen like a series.
+
+Selection (:func:`select_series`): a Series Instance UID or a Series Number, optionally followed by
+``:`` and a stack label (``301:TE=25``); the listing (:func:`format_series_table`, ``monai-sr series``)
+shows the selector of each candidate.
+
+A frame (:class:`Frame`) is one 2D image: a single-frame file, or frame ``index`` of a multi-frame file
+whose attributes come from its per-frame functional group, then the shared one, then the top level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from monai_sr import geometry
+from monai_sr.errors import GeometryError, InputError
+
+__all__ = [
+    "Frame",
+    "SeriesCandidate",
+    "find_series",
+    "select_series",
+    "format_series_table",
+    "is_dicom_input",
+    "lenient_reading",
+]
+
+logger = logging.getLogger(__name__)
+
+_DICOMDIR_SOP = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+_SPATIAL_POINTERS = {0x00200032, 0x00209057, 0x00200037}  # IPP, InStackPositionNumber, IOP
+_OBLIQUE_DEG = 1.0
+_IN_MEMORY_BYTES = 2 << 20  # a normal further than this from the closest patient axis is "oblique"
+
+
+@contextlib.contextmanager
+def lenient_reading() -> Iterator[None]:
+    """Read real files as they come: pydicom validation of values on read is off inside the block.
+
+    Archives hold UIDs with leading zeros, over-long DS strings and the like; they do not make the image
+    unreadable. (It switches a pydicom-wide setting for the duration of the block.)
+    """
+    settings = pydicom.config.settings
+    old = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode = old
+
+
+@dataclass
+class Frame:
+    """One 2D image: a single-frame file (``index`` None) or frame ``index`` (0-based) of a multi-frame one."""
+
+    path: Path
+    dataset: Dataset
+    index: int | None = None
+    per_frame: Dataset | None = None
+    shared: Dataset | None = None
+
+    def attr(self, sequence: str, keyword: str, default=None):
+        """``keyword`` from the frame's functional group ``sequence`` (per-frame, then shared), else the top level."""
+        for group in (self.per_frame, self.shared):
+            if group is not None and sequence in group:
+                seq = group[sequence].value
+                if len(seq) and keyword in seq[0] and seq[0][keyword].value not in (None, ""):
+                    return seq[0][keyword].value
+        value = self.dataset.get(keyword)
+        return default if value in (None, "") else value
+
+    @property
+    def label(self) -> str:
+        """The file name, with the frame number (1-based) for a multi-frame file."""
+        return self.path.name if self.index is None else f"{self.path.name} frame {self.index + 1}"
+
+    def ipp(self):
+        return self.attr("PlanePositionSequence", "ImagePositionPatient")
+
+    def iop(self):
+        return self.attr("PlaneOrientationSequence", "ImageOrientationPatient")
+
+    def pixel_spacing(self):
+        return self.attr("PixelMeasuresSequence", "PixelSpacing")
+
+    def rescale(self) -> tuple[float, float]:
+        """(slope, intercept) of the Modality LUT / Pixel Value Transformation; (1, 0) when absent."""
+        slope = self.attr("PixelValueTransformationSequence", "RescaleSlope", 1.0)
+        intercept = self.attr("PixelValueTransformationSequence", "RescaleIntercept", 0.0)
+        return float(slope), float(intercept)
+
+
+@dataclass
+class SeriesCandidate:
+    """One series (or one stack of a series) that the reader can turn into one volume."""
+
+    uid: str
+    number: str
+    description: str
+    modality: str
+    frames: list[Frame]
+    stack: str = ""  # stack label, "" when the series is one stack
+    number_is_unique: bool = True  # no other series under the same path has this Series Number
+
+    @property
+    def selector(self) -> str:
+        """What ``--series`` takes to pick this candidate (the number when it is unique, else the UID)."""
+        base = self.number if self.number and self.number_is_unique else self.uid
+        return f"{base}:{self.stack}" if self.stack else base
+
+    def describe(self) -> dict:
+        """Listing fields: slices, matrix, spacing (mm), orientation, acquisition type, transfer syntax."""
+        f0 = self.frames[0]
+        ds = f0.dataset
+        info = {
+            "selector": self.selector,
+            "uid": self.uid,
+            "number": self.number,
+            "stack": self.stack,
+            "description": self.description,
+            "modality": self.modality,
+            "slices": len(self.frames),
+            "matrix": f"{ds.get('Rows', '?')}x{ds.get('Columns', '?')}",
+            "spacing": "?",
+            "orientation": "no geometry",
+            "acquisition": str(ds.get("MRAcquisitionType", "") or "-"),
+            "transfer_syntax": _syntax_name(ds),
+            "files": len({f.path for f in self.frames}),
+        }
+        try:
+            iops = [np.asarray([float(v) for v in f.iop()]) for f in self.frames]
+            normal = geometry.slice_normal(iops[0])
+            info["orientation"] = plane_label(normal)
+            if any(np.abs(i - iops[0]).max() > 1e-4 for i in iops):
+                info["orientation"] = "mixed"
+            ps = [float(v) for v in f0.pixel_spacing()]
+            pos = sorted(float(np.asarray([float(v) for v in f.ipp()]) @ normal) for f in self.frames)
+            step = f"{float(np.median(np.diff(pos))):.4g}" if len(pos) > 1 else "-"
+            info["spacing"] = f"{ps[1]:.4g}x{ps[0]:.4g}x{step}"  # along i (columns), j (rows), k
+        except (TypeError, ValueError, GeometryError):
+            pass  # missing or broken geometry: listed as such, refused when read
+        return info
+
+
+def plane_label(normal: np.ndarray) -> str:
+    """Closest anatomical plane of a slice with unit ``normal`` (LPS), ``"... oblique (N deg)"`` when off."""
+    n = np.abs(np.asarray(normal, dtype=np.float64))
+    axis = int(np.argmax(n))
+    name = ("sagittal", "coronal", "axial")[axis]
+    angle = float(np.rad2deg(np.arccos(min(1.0, n[axis]))))
+    return name if angle <= _OBLIQUE_DEG else f"{name} oblique ({angle:.1f} deg)"
+
+
+def _syntax_name(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    return uid.name if uid is not None else "?"
+
+
+def is_dicom_input(path: str | os.PathLike) -> bool:
+    """True for what :func:`find_series` reads: a folder, a DICOMDIR, or a file with the DICOM marker."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    if not path.is_file():
+        return False
+    if path.name.upper() == "DICOMDIR" or path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    return _has_dicom_marker(path)
+
+
+def _has_dicom_marker(path: Path) -> bool:
+    """True when the file has the DICOM preamble marker ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (recursive, hidden names skipped), sorted."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(root) / f for f in sorted(files) if not f.startswith(".")]
+    return out
+
+
+def _dicomdir_files(path: Path) -> list[Path]:
+    """The image files a DICOMDIR points to (its records with a Referenced File ID)."""
+    try:
+        ds = pydicom.dcmread(path)
+        records = ds.DirectoryRecordSequence
+    except Exception as exc:
+        raise InputError(f"damaged DICOMDIR ({type(exc).__name__}: {exc})", path=path) from exc
+    out = []
+    for rec in records:
+        fid = rec.get("ReferencedFileID")
+        if fid:
+            parts = [fid] if isinstance(fid, str) else list(fid)
+            out.append(path.parent.joinpath(*parts))
+    missing = [p for p in out if not p.is_file()]
+    if missing:
+        raise InputError(f"DICOMDIR points to {len(missing)} missing file(s), e.g. {missing[0]}", path=path)
+    return out
+
+
+def _files_of(path: Path) -> list[Path]:
+    if not path.exists():
+        raise InputError("no such file or folder", path=path)
+    if path.is_dir():
+        files = _walk(path)
+        if not files:
+            raise InputError("folder is empty: no DICOM files to read", path=path)
+        return files
+    if path.name.upper() == "DICOMDIR":
+        return _dicomdir_files(path)
+    return [path]
+
+
+def _read_header(path: Path, notes: list[str]) -> Dataset | None:
+    """The file's dataset with its pixel data left on disk; None (with a note) when it is not DICOM."""
+    size = path.stat().st_size
+    if size == 0:
+        notes.append(f"skipped empty file {path.name}")
+        return None
+    try:
+        # defer_size: pixel data (and other big values) stay on disk until needed. A small file is parsed
+        # from memory (one read instead of many small ones); its deferred values are read from the path.
+        if size <= _IN_MEMORY_BYTES:
+            ds = pydicom.dcmread(io.BytesIO(path.read_bytes()), defer_size="4 KB")
+            ds.buffer, ds.filename, ds.fileobj_type = None, str(path), open  # drop the bytes, keep the path
+            ds.timestamp = path.stat().st_mtime
+        else:
+            ds = pydicom.dcmread(path, defer_size="4 KB")
+        if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            ds = pydicom.dcmread(path)  # a deflated stream cannot be read from an offset later: read it whole
+        return ds
+    except InvalidDicomError:
+        notes.append(f"skipped non-DICOM file {path.name}")
+        return None
+    except Exception as exc:  # pydicom raises many types on damaged files
+        if _has_dicom_marker(path):
+            raise InputError(f"damaged DICOM file ({type(exc).__name__}: {exc})", path=path) from exc
+        notes.append(f"skipped non-DICOM file {path.name}")
+        return None
+
+
+def _frames_of(path: Path, ds: Dataset) -> list[Frame]:
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    if n == 1 and per_frame is None and shared is None:
+        return [Frame(path, ds)]
+    if per_frame is not None and len(per_frame) != n:
+        raise InputError(f"NumberOfFrames is {n} but the per-frame functional groups hold {len(per_frame)} items", path=path)
+    return [Frame(path, ds, k, per_frame[k] if per_frame is not None else None, shared) for k in range(n)]
+
+
+def _stack_keys(frames: list[Frame]) -> list[tuple]:
+    """A key per frame naming its stack: stack ID, temporal position, echo, non-spatial dimension indices."""
+    ds = frames[0].dataset
+    dims = ds.get("DimensionIndexSequence") or []
+    keep = [i for i, d in enumerate(dims) if int(d.get("DimensionIndexPointer", 0) or 0) not in _SPATIAL_POINTERS]
+    keys = []
+    for f in frames:
+        if f.index is None:  # classic single-frame file
+            keys.append((("echo", f.dataset.get("EchoNumbers")), ("time", f.dataset.get("TemporalPositionIdentifier"))))
+            continue
+        div = f.attr("FrameContentSequence", "DimensionIndexValues")
+        div = [int(v) for v in (div if isinstance(div, Sequence) and not isinstance(div, str) else [div])] if div is not None else []
+        te = f.attr("MREchoSequence", "EffectiveEchoTime")
+        keys.append(
+            (
+                ("stack", f.attr("FrameContentSequence", "StackID")),
+                ("time", f.attr("FrameContentSequence", "TemporalPositionIndex")),
+                ("TE", None if te is None else float(te)),
+                *((f"dim{i + 1}", div[i] if i < len(div) else None) for i in keep),
+            )
+        )
+    return keys
+
+
+def _split_stacks(frames: list[Frame]) -> list[tuple[str, list[Frame]]]:
+    """Split frames into stacks by the key parts that vary; [("", frames)] when there is one stack."""
+    keys = _stack_keys(frames)
+    if len(set(keys)) <= 1:
+        return [("", frames)]
+    varying = [i for i in range(len(keys[0])) if len({k[i] for k in keys}) > 1]
+    groups: dict[tuple, list[Frame]] = {}
+    for key, frame in zip(keys, frames):
+        groups.setdefault(tuple(key[i] for i in varying), []).append(frame)
+
+    def fmt(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    names = [keys[0][i][0] for i in varying]
+    return [
+        (",".join(f"{name}={fmt(v[1])}" for name, v in zip(names, key)), group)
+        for key, group in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
+    ]
+
+
+def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[str]]:
+    """Every image series (split into stacks where needed) under ``path`` and the notes of the scan.
+
+    ``path`` is a folder (searched recursively), a DICOMDIR (its records are followed) or one DICOM
+    file. Non-DICOM and empty files are skipped with a note, files without pixel data (DICOMDIR,
+    reports) skipped with a note, duplicated instances kept once; a damaged DICOM file is an error
+    naming it. Raises :class:`InputError` when no image is found.
+    """
+    path = Path(path)
+    files = _files_of(path)
+    notes: list[str] = []
+    by_uid: dict[str, list[Frame]] = {}
+    first: dict[str, Dataset] = {}
+    seen: set[str] = set()
+    skipped = no_pixels = 0
+    with lenient_reading():
+        for file in files:
+            ds = _read_header(file, notes)
+            if ds is None:
+                skipped += 1
+                continue
+            if "PixelData" not in ds:
+                no_pixels += 1
+                if str(ds.get("SOPClassUID", "")) != _DICOMDIR_SOP:
+                    notes.append(f"skipped {file.name}: no pixel data ({ds.get('SOPClassUID', 'unknown SOP class')})")
+                continue
+            sop = str(ds.get("SOPInstanceUID", "")) or str(file)
+            if sop in seen:
+                notes.append(f"skipped {file.name}: same SOP Instance UID as a file read before")
+                continue
+            seen.add(sop)
+            uid = str(ds.get("SeriesInstanceUID", "")) or "<no SeriesInstanceUID>"
+            first.setdefault(uid, ds)
+            by_uid.setdefault(uid, []).extend(_frames_of(file, ds))
+        if not by_uid:
+            raise InputError(
+                f"no DICOM image files found ({len(files)} file(s) checked, {skipped} not DICOM, "
+                f"{no_pixels} DICOM without pixel data)",
+                path=path,
+            )
+        out = []
+        for uid, frames in by_uid.items():
+            ds = first[uid]
+            for stack, group in _split_stacks(frames):
+                out.append(
+                    SeriesCandidate(
+                        uid=uid,
+                        number=str(ds.get("SeriesNumber", "") or ""),
+                        description=str(ds.get("SeriesDescription", "") or ""),
+                        modality=str(ds.get("Modality", "") or ""),
+                        frames=group,
+                        stack=stack,
+                    )
+                )
+    out.sort(key=lambda c: (_num(c.number), c.uid, c.stack))
+    for c in out:
+        c.number_is_unique = len({o.uid for o in out if o.number == c.number}) == 1
+    for note in notes:
+        logger.info("%s: %s", path, note)
+    return out, notes
+
+
+def _num(number: str) -> tuple[int, str]:
+    try:
+        return int(number), ""
+    except ValueError:
+        return 1 << 30, number
+
+
+def format_series_table(candidates: Sequence[SeriesCandidate]) -> str:
+    """A text table of the candidates: the selector, then the fields of :meth:`SeriesCandidate.describe`."""
+    cols = [
+        ("SERIES", "selector"), ("MODALITY", "modality"), ("SLICES", "slices"), ("MATRIX", "matrix"),
+        ("SPACING_MM", "spacing"), ("ORIENTATION", "orientation"), ("ACQ", "acquisition"),
+        ("DESCRIPTION", "description"), ("UID", "uid"),
+    ]
+    rows = [[h for h, _ in cols]] + [[str(c.describe()[k]) or "-" for _, k in cols] for c in candidates]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _one_line(candidates: Sequence[SeriesCandidate]) -> str:
+    parts = []
+    for c in candidates:
+        d = c.describe()
+        parts.append(
+            f"{d['selector']} ('{d['description']}', {d['modality']}, {d['slices']} slices, {d['orientation']}, uid {c.uid})"
+        )
+    return "; ".join(parts)
+
+
+def select_series(
+    candidates: Sequence[SeriesCandidate], series: str | int | None = None, *, path: str | os.PathLike | None = None
+) -> SeriesCandidate:
+    """The candidate ``series`` names (UID or number, optionally ``:stack``); the only one when None.
+
+    Raises :class:`InputError` listing the candidates when the choice is missing, unknown or ambiguous.
+    """
+    if series is None or str(series).strip() == "":
+        if len(candidates) == 1:
+            return candidates[0]
+        stacks = {c.uid for c in candidates}
+        what = f"{len(candidates)} series" if len(stacks) == len(candidates) else f"{len(candidates)} series/stacks"
+        raise InputError(f"found {what}; choose one with --series (series= in Python): {_one_line(candidates)}", path=path)
+    text = str(series).strip()
+    base, _, stack = text.partition(":")
+    matches = [c for c in candidates if base in (c.uid, c.number)]
+    if stack:
+        matches = [c for c in matches if c.stack == stack]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise InputError(f"no series matches --series {text}; available: {_one_line(candidates)}", path=path)
+    if len({c.uid for c in matches}) > 1:
+        raise InputError(f"--series {text} matches several series (give the UID): {_one_line(matches)}", path=path)
+    raise InputError(
+        f"series {base} holds {len(matches)} stacks that must not be mixed; choose one with --series {base}:STACK: "
+        f"{_one_line(matches)}",
+        path=path,
+    )
