@@ -75,7 +75,8 @@ def main() -> None:
         same = np.array_equal(ours_img[0].numpy(), sitk.GetArrayFromImage(sitk_img).transpose(2, 1, 0))
         print(f"voxels equal to SimpleITK's: {same}")
         headers = source_headers(ours_img.meta)
-        volume, affine = ours_img[0].numpy(), ours_img.affine.numpy()
+        # the pipeline hands the writer a C-ordered network output; the reader's array is slice-contiguous
+        volume, affine = np.ascontiguousarray(ours_img[0].numpy()), ours_img.affine.numpy()
 
         t_ours, t_sitk, t_write = [], [], []
         for r in range(args.repeats):

@@ -25,6 +25,8 @@ identical elements: treat them as read-only.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -432,14 +434,19 @@ class _HeaderJSON:
     def dataset(self, ds: pydicom.Dataset) -> dict:
         out = {}
         charset = ds.get_item(0x00080005)
-        charset = charset.value if charset is not None else None
+        # raw bytes, or the converted value (a MultiValue when several): only its text goes in the keys
+        charset = None if charset is None else str(charset.value)
         for tag in ds.keys():
             if tag.group in self._SKIP_GROUPS:
                 continue
             raw = ds.get_item(tag, keep_deferred=True)
             key = None
-            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-                key = (int(tag), raw.VR, raw.value, charset)
+            if isinstance(raw, RawDataElement):
+                if isinstance(raw.value, bytes):
+                    key = (int(tag), raw.VR, raw.value, charset)
+            elif raw.VR != "SQ" and raw.VR not in _BINARY_VRS:  # converted already (read by the checks)
+                key = (int(tag), raw.VR, str(raw.value), charset)
+            if key is not None:
                 hit = self._cache.get(key)
                 if hit is not None:
                     out[f"{tag:08X}"] = hit
@@ -481,6 +488,8 @@ class _HeaderJSON:
         return out
 
 
+_BINARY_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "UN")
+
 _FLATTENED = (
     ("PlanePositionSequence", ("ImagePositionPatient",)),
     ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
@@ -515,6 +524,19 @@ def _headers(series: DicomSeries) -> list[dict]:
     return out
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while headers are parsed: pydicom makes many small objects, and full
+    collections in between (walking every object of a torch / MONAI process) took as long as the read."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class DicomSeriesReader(ImageReader):
     """MONAI ImageReader for a DICOM series (see the module docstring).
 
@@ -546,10 +568,11 @@ class DicomSeriesReader(ImageReader):
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         if len(names) != 1:
             raise InputError(f"expected one series folder, DICOMDIR or DICOM file, got {len(names)} paths")
-        return scan_folder(names[0], series=kwargs.get("series", self.series), resample=kwargs.get("resample", self.resample))
+        with _gc_paused():
+            return scan_folder(names[0], series=kwargs.get("series", self.series), resample=kwargs.get("resample", self.resample))
 
     def get_data(self, img: DicomSeries) -> tuple[np.ndarray, dict]:
-        with lenient_reading():
+        with lenient_reading(), _gc_paused():
             volume = _pixels(img)
             affine = _affine(img)
             headers = _headers(img)

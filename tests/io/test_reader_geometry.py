@@ -197,3 +197,16 @@ def test_reader_options_through_load_image(tmp_path):
     img = LoadImage(reader=DicomSeriesReader(resample=True), image_only=True, ensure_channel_first=True)(str(gap))
     assert img.shape == (1, 12, 10, 8)
     assert DicomSeriesReader().verify_suffix(str(gap)) and not DicomSeriesReader().verify_suffix(str(tmp_path / "x.nii.gz"))
+
+
+def test_multi_valued_character_set(tmp_path, small_series):
+    """Specific Character Set with code extensions (several values) is kept, and names decode with it."""
+
+    def charset(k, ds):
+        ds.SpecificCharacterSet = ["ISO 2022 IR 6", "ISO 2022 IR 87"]
+        ds.PatientName = "Yamada^Tarou=山田^太郎"
+
+    folder = _copy(sorted(small_series.iterdir()), tmp_path / "jp", edit=charset)
+    headers = source_headers(load_dicom_series(folder).meta)
+    assert list(headers[0].SpecificCharacterSet) == ["ISO 2022 IR 6", "ISO 2022 IR 87"]
+    assert all(str(h.PatientName) == "Yamada^Tarou=山田^太郎" for h in headers)
