@@ -30,14 +30,8 @@ def _relabel(series, folder, charset, name, study):
     return folder
 
 
-_READER_MULTIVALUE_CHARSET = pytest.mark.xfail(
-    raises=TypeError, strict=False,
-    reason="dicom_reader._HeaderJSON caches on (tag, VR, bytes, charset) and a multi-valued Specific Character "
-    "Set is an unhashable MultiValue (reader owner to fix; remove this mark then)")
-
-
 @pytest.mark.parametrize("fmt", ["classic", "enhanced"])
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_READER_MULTIVALUE_CHARSET) if c == "japanese" else c for c in sorted(CASES)])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_patient_name_survives(small_series, tmp_path, case, fmt):
     charset, name, study = CASES[case]
     source = _relabel(small_series, tmp_path / "src", charset, name, study)
