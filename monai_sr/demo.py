@@ -48,6 +48,7 @@ def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrit
     from monai_sr.validation.metrics import head_mask, psnr, ssim
 
     series, reference = sample_paths()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)  # the demo's own default lives under out/
     parts = load_inference_parts(bundle)
     result = enhance(series, output, network=parts["network"], inferer=parts["inferer"], overwrite=overwrite, progress=progress)
 
