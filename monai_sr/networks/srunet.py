@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Real
 from typing import List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_sr.networks.blocks import ConvAct, conv_layer, pixel_shuffle
+from monai_sr.networks.blocks import ConvAct, check_scale, conv_layer, pixel_shuffle
 
 __all__ = ["SRUNet"]
-
-
-def _check_scale(scale: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
-    values = [scale] * spatial_dims if isinstance(scale, Real) else list(scale)
-    if len(values) != spatial_dims:
-        raise ValueError(f"scale {tuple(values)} must have {spatial_dims} factors (one per spatial axis)")
-    out = []
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, Real) or int(s) != s or s < 1:
-            raise ValueError(f"scale factors must be positive integers, got {s!r} in {tuple(values)}")
-        out.append(int(s))
-    return tuple(out)
 
 
 class _Up(nn.Module):
@@ -103,7 +90,7 @@ class SRUNet(nn.Module):
         for c in channels:
             if isinstance(c, bool) or not isinstance(c, int) or c < 1:
                 raise ValueError(f"channels must be positive integers, got {c!r} in {channels}")
-        self.scale: tuple[int, ...] = _check_scale(scale, spatial_dims)
+        self.scale: tuple[int, ...] = check_scale(scale, spatial_dims)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
