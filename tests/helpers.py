@@ -54,3 +54,20 @@ def crop_series(folder: Path, *, style: str, quirks=(), n_slices: int = 6, seed:
     shift[:3, 3] = [i0, j0, k0]
     write_original_mr_series(data, check_affine(a @ shift), folder, style=style, quirks=quirks, seed=seed)
     return folder
+
+
+def assert_onnx_matches_onnxruntime(net, x, *, atol: float = 1e-4) -> None:
+    """Export ``net`` (eval mode) to ONNX with the TorchScript-based exporter (fast), check the model, run
+    it in onnxruntime on ``x`` and compare with PyTorch (max abs difference < ``atol``)."""
+    import io
+
+    import torch
+
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
+    buf = io.BytesIO()
+    torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"])
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
+    y = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        assert abs(y - net(x).numpy()).max() < atol

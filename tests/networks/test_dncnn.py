@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 
 import pytest
 import torch
+from helpers import assert_onnx_matches_onnxruntime
 
 from monai_sr.networks import CBAM, DnCNN, count_flops, count_parameters
 
@@ -99,16 +99,9 @@ def test_torchscript_round_trip(tmp_path, dims, shape):
 
 @pytest.mark.parametrize("dims, shape", [(2, (1, 1, 16, 12)), (3, (1, 1, 6, 8, 5))])
 def test_onnx_matches_onnxruntime(dims, shape):
-    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
-    onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
     net = tiny(dims, cbam_every=2).eval()
     x = torch.rand(shape)
-    buf = io.BytesIO()
-    torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"])  # TorchScript-based exporter: fast
-    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
-    y = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
-    with torch.no_grad():
-        assert abs(y - net(x).numpy()).max() < 1e-4
+    assert_onnx_matches_onnxruntime(net, x)
 
 
 def test_flops_and_params():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 
 import pytest
 import torch
+from helpers import assert_onnx_matches_onnxruntime
 
 from monai_sr.networks import RCAN, count_flops, count_parameters
 from monai_sr.networks.blocks import pixel_shuffle
@@ -97,16 +97,9 @@ def test_torchscript_round_trip(tmp_path, dims, scale, shape):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # static channel checks in pixel_shuffle
 @pytest.mark.parametrize("dims, scale, shape", [(2, (1, 2), (1, 1, 8, 7)), (3, (2, 2, 1), (1, 1, 4, 5, 3))])
 def test_onnx_matches_onnxruntime(dims, scale, shape):
-    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
-    onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
     net = RCAN(dims, scale=scale, **TINY).eval()
     x = torch.rand(shape)
-    buf = io.BytesIO()
-    torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"])  # TorchScript-based exporter: fast
-    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
-    y = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
-    with torch.no_grad():
-        assert abs(y - net(x).numpy()).max() < 1e-4
+    assert_onnx_matches_onnxruntime(net, x)
 
 
 def test_flops_and_params():
