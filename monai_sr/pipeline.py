@@ -172,7 +172,8 @@ def enhance(
         save_nifti(result, output_path, overwrite=overwrite)
         files = [str(output_path)]
     else:
-        from monai_sr.io.dicom_writer import write_derived_series
+        from monai_sr.io.dicom_reader import FRAMES_KEY
+        from monai_sr.io.dicom_writer import DerivedSeriesWriter, estimate_window
 
         name = type(network).__name__
         desc = derivation or (
@@ -182,20 +183,25 @@ def enhance(
         wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
         headers = source_headers(image.meta)
         thickness = sr_slice_thickness(acquisition_geometry(image).slice_thickness, scale, slice_axis=2)
-        files = [
-            str(p)
-            for p in write_derived_series(
-                result[0].numpy(),
-                affine,
-                output_path,
-                source_headers=headers,
-                derivation=desc,
-                slice_thickness=thickness,
-                dicom_format=dicom_format or "classic",
-                overwrite=overwrite,
-                progress=wstep,
-            )
-        ]
+        out = result[0].numpy()
+        # streamed slice by slice: per-slice rescale; the window from the input's percentiles, which the
+        # normalisation and its inverse carry over to the result's units
+        with DerivedSeriesWriter(
+            output_path,
+            affine=affine,
+            shape=out.shape,
+            source_headers=headers,
+            derivation=desc,
+            window=estimate_window(image[0].numpy()),
+            slice_thickness=thickness,
+            source_frames=image.meta.get(FRAMES_KEY),
+            dicom_format=dicom_format or "classic",
+            overwrite=overwrite,
+            progress=wstep,
+        ) as writer:
+            for k in range(out.shape[2]):
+                writer.write_slice(k, out[:, :, k])
+        files = [str(p) for p in writer.files]
     return EnhanceResult(
         input=str(input_path),
         output=str(output_path),
