@@ -1,5 +1,31 @@
-"""Scale-aware inference: networks run on volumes with the output geometry made right."""
+"""Scale-aware inference: networks run on volumes with the output geometry made right.
 
-from monai_sr.inference.slicewise import SliceWiseInferer, network_scale
+One family (:class:`ScaleAwareInferer`), each a MONAI ``Inferer`` usable in bundle configs, each taking a
+channel-first MetaTensor and a network with a declared ``scale`` and returning a MetaTensor with the
+geometry of :func:`monai_sr.transforms.spacing.apply_sr_geometry`; each can also stream finished output
+slices (:meth:`ScaleAwareInferer.stream`):
 
-__all__ = ["SliceWiseInferer", "network_scale"]
+* :class:`SliceWiseInferer`: 2D slices along any axis, batched; 2.5D with ``context`` neighbours.
+* :class:`SlidingWindowSRInferer`: MONAI's ``sliding_window_inference`` with a zooming 2D or 3D network.
+* :class:`OrthogonalPlanesInferer`: through-plane SR from a 2D network on the two orthogonal planes.
+
+Backends (:mod:`monai_sr.inference.backends`): thread settings, ONNX export, ONNX Runtime, int8.
+"""
+
+from monai_sr.inference.base import ScaleAwareInferer, network_device, network_scale
+from monai_sr.inference.batching import batch_for_budget, measure_peak_bytes, parse_bytes
+from monai_sr.inference.orthogonal import OrthogonalPlanesInferer
+from monai_sr.inference.sliding import SlidingWindowSRInferer
+from monai_sr.inference.slicewise import SliceWiseInferer
+
+__all__ = [
+    "ScaleAwareInferer",
+    "SliceWiseInferer",
+    "SlidingWindowSRInferer",
+    "OrthogonalPlanesInferer",
+    "network_scale",
+    "network_device",
+    "batch_for_budget",
+    "measure_peak_bytes",
+    "parse_bytes",
+]
