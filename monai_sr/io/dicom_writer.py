@@ -7,11 +7,17 @@ Little Endian and share everything below:
 * same patient, study and frame of reference as the source (copied from the source headers that the
   reader keeps in meta, never re-read from disk);
 * a new Series Instance UID and new SOP Instance UIDs; ImageType ``DERIVED\\SECONDARY\\<value 3 of the
-  source>``; a Derivation Description and a Source Image Sequence naming the slices each one came from;
+  source>``; a Derivation Description and a Source Image Sequence naming the slices each one came from
+  (with Referenced Frame Number when the source was a multi-frame object);
 * geometry recomputed from the output affine (:func:`monai_sr.geometry.dicom_slice_geometry`);
 * signed 16-bit pixels with Rescale Slope / Intercept, so the float result keeps its units;
 * window recomputed from the output; command-set (group 0000) and private elements never copied;
 * the software named in the equipment module; the scanner kept in the Contributing Equipment Sequence.
+
+:class:`DerivedSeriesWriter` writes slice by slice with a slice or two in memory (the inference can hand
+over each slice as it is made); :func:`write_derived_series` is its whole-volume convenience. Classic
+files are written without a pydicom Dataset per slice: the shared header is encoded once and only the
+elements that change are encoded per slice (see ``_ClassicSlices``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,10 @@ from monai_sr import __version__, geometry
 from monai_sr.errors import InputError, OutputError
 from monai_sr.io.atomic import atomic_output, check_output_free
 
-__all__ = ["write_derived_series", "DerivedSeriesWriter", "choose_rescale", "DicomFormat", "as_dicom_format", "SOFTWARE_NAME"]
+__all__ = [
+    "write_derived_series", "DerivedSeriesWriter", "choose_rescale", "estimate_window", "DicomFormat",
+    "as_dicom_format", "SOFTWARE_NAME",
+]
 
 SOFTWARE_NAME = "monai_sr"
 
@@ -250,8 +259,11 @@ class DerivedSeriesWriter:
     :func:`choose_rescale`, and a slice beyond it is refused rather than clipped. Without ``peak`` each
     classic slice gets the slope of its own largest magnitude (Rescale Slope is per instance in the MR
     Image IOD); values are never clipped or wrapped either way. The Enhanced format has one shared
-    rescale for all frames (readers apply one), so without ``peak`` its frames are kept as float in a
-    scratch file beside the output until the end, then stored.
+    rescale for all frames (readers apply one), so without ``peak`` its frames wait as float64 in a
+    scratch file inside the temporary folder (as int16 with ``peak``) until the slope is known.
+
+    Memory: two float64 planes and one int16 plane, reused, plus a 512 KiB window sample when the window
+    is estimated; nothing grows with the number of slices (tests/io/test_writer_streaming.py).
 
     Window: ``window=(centre, width)`` in output units, from the caller (the pipeline takes the input's
     0.5 / 99.5 percentiles, which intensity normalisation and its inverse carry to the output's units).

@@ -182,8 +182,8 @@ class EnhancedMRFrames:
     rescale and window may only be known at the end, so frames go to a scratch file in the output folder
     as they arrive: as int16 when the plan has its slope, else as float64 (the slope then comes from the
     largest magnitude seen). :meth:`finish` writes the header with pydicom and appends the Pixel Data
-    element from the scratch file one frame at a time. Memory: a frame or two, plus the header, whose
-    per-frame groups grow with the number of frames as the object itself does.
+    element from the scratch file one frame at a time; the per-frame functional groups are encoded and
+    written one frame at a time too. Memory: a frame or two, whatever the number of frames.
     """
 
     def __init__(self, plan: DerivedPlan, folder: Path) -> None:
