@@ -14,14 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.inferers import Inferer
 
 from monai_sr import __version__, geometry
 from monai_sr.errors import InputError, OutputError
+from monai_sr.inference.base import ScaleAwareInferer
 from monai_sr.inference.slicewise import SliceWiseInferer
+from monai_sr.inference.streaming import NiftiSliceWriter, stream_planes
 from monai_sr.io.atomic import check_output_free
 from monai_sr.io.dicom_reader import NOTES_KEY, load_dicom_series, source_headers
 from monai_sr.io.dicom_series import find_series, is_dicom_input, select_series
-from monai_sr.io.nifti import is_nifti_path, load_nifti, save_nifti
+from monai_sr.io.nifti import is_nifti_path, load_nifti
 from monai_sr.transforms.intensity import RobustScale
 from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
 
@@ -120,7 +123,7 @@ def enhance(
     output_path: str | os.PathLike,
     *,
     network: torch.nn.Module,
-    inferer: SliceWiseInferer | None = None,
+    inferer: Inferer | None = None,
     derivation: str | None = None,
     series: str | int | None = None,
     resample: bool = False,
@@ -135,7 +138,9 @@ def enhance(
         output_path: a new folder (DICOM series; DICOM input only) or a ``.nii``/``.nii.gz`` path.
         network: a 2D SR network with a ``scale`` attribute, in eval mode, weights loaded.
         inferer: how to run it over the volume (default: slice-wise along axis 2, the slice axis of a
-            DICOM series).
+            DICOM series). A :class:`~monai_sr.inference.ScaleAwareInferer` streams: each finished slice
+            goes to the writer, so memory stays at a few slices plus the model; another MONAI ``Inferer``
+            with ``volume_scale`` returns the whole volume first.
         derivation: Derivation Description for DICOM output; a default names the network and scale.
         dicom_format: DICOM output only: ``"classic"`` (one file per slice, the default) or ``"enhanced"``
             (one Enhanced MR multi-frame object), see :class:`monai_sr.io.dicom_writer.DicomFormat`.
@@ -164,12 +169,19 @@ def enhance(
     norm = RobustScale()
     normalised = MetaTensor(norm(image.as_tensor()), meta=image.meta)
     step = (lambda d, n: progress("super-resolve slices", d, n)) if progress else None
-    predicted = inferer(normalised, network.eval(), progress=step)
-    result = MetaTensor(norm.inverse(predicted.as_tensor()), meta=predicted.meta)
+    if isinstance(inferer, ScaleAwareInferer):  # finished slices go to the writer as they are made
+        result = inferer.output_geometry(normalised, network.eval())  # affine and meta, no voxels
+        planes = stream_planes(inferer.stream(normalised, network, progress=step), norm.inverse)
+    else:
+        predicted = inferer(normalised, network.eval(), progress=step)
+        result = MetaTensor(norm.inverse(predicted.as_tensor()), meta=predicted.meta)
+        planes = ((k, result[0, :, :, k].numpy()) for k in range(result.shape[3]))
 
     affine = np.asarray(result.affine, dtype=np.float64)
     if kind == "nifti":
-        save_nifti(result, output_path, overwrite=overwrite)
+        with NiftiSliceWriter(output_path, affine=affine, shape=result.shape[1:], overwrite=overwrite) as writer:
+            for k, plane in planes:
+                writer.write_slice(k, plane)
         files = [str(output_path)]
     else:
         from monai_sr.io.dicom_reader import FRAMES_KEY
@@ -183,13 +195,12 @@ def enhance(
         wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
         headers = source_headers(image.meta)
         thickness = sr_slice_thickness(acquisition_geometry(image).slice_thickness, scale, slice_axis=2)
-        out = result[0].numpy()
         # streamed slice by slice: per-slice rescale; the window from the input's percentiles, which the
         # normalisation and its inverse carry over to the result's units
         with DerivedSeriesWriter(
             output_path,
             affine=affine,
-            shape=out.shape,
+            shape=result.shape[1:],
             source_headers=headers,
             derivation=desc,
             window=estimate_window(image[0].numpy()),
@@ -199,8 +210,8 @@ def enhance(
             overwrite=overwrite,
             progress=wstep,
         ) as writer:
-            for k in range(out.shape[2]):
-                writer.write_slice(k, out[:, :, k])
+            for k, plane in planes:
+                writer.write_slice(k, plane)
         files = [str(p) for p in writer.files]
     return EnhanceResult(
         input=str(input_path),
