@@ -44,6 +44,9 @@ __all__ = ["network_scale", "network_device", "AmpDtype", "ScaleAwareInferer", "
 #: The spatial axis along which blocks run and output slices are streamed.
 STREAM_AXIS = 2
 
+#: Largest automatic batch on CPU when ``max_batch`` is not given (see :class:`ScaleAwareInferer`).
+CPU_MAX_BATCH = 2
+
 Progress = Callable[[int, int], None]
 
 
@@ -76,7 +79,9 @@ class ScaleAwareInferer(Inferer):
             ``memory_budget`` (measured by a probe forward pass, :func:`~.batching.batch_for_budget`).
         memory_budget: bytes or ``"512MiB"`` for one forward pass (input, activations, output) when
             ``batch_size="auto"``; ValueError when one sample does not fit.
-        max_batch: upper bound of an automatic batch.
+        max_batch: upper bound of an automatic batch; None: :data:`CPU_MAX_BATCH` on CPU (there a larger
+            batch only leaves the caches: SR-UNet on 256 x 256 slices ran at 151 GFLOP/s with batch 1-2,
+            131 with 8, on a 2-core EPYC), 64 on a GPU.
         channels_last: run 4D batches (2D networks) in channels-last memory format (the network is moved
             to it in place); ``"auto"``: on CPU, where it measured 1.4x faster for SR-UNet.
         threads: torch intra-op threads during the call (None: leave the setting).
@@ -88,7 +93,7 @@ class ScaleAwareInferer(Inferer):
         *,
         batch_size: int | str = 8,
         memory_budget: int | str | None = None,
-        max_batch: int = 64,
+        max_batch: int | None = None,
         channels_last: bool | str = "auto",
         threads: int | None = None,
         amp: str | None = None,
@@ -104,7 +109,9 @@ class ScaleAwareInferer(Inferer):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         self.batch_size = batch_size
         self.memory_budget = parse_bytes(memory_budget) if memory_budget is not None else None
-        self.max_batch = int(max_batch)
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise ValueError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        self.max_batch = max_batch
         self.channels_last = channels_last
         self.threads = threads
         self.amp = look_up_option(amp, AmpDtype) if amp is not None else None
@@ -159,12 +166,13 @@ class ScaleAwareInferer(Inferer):
         halo = self._halo(network)
         first = n if halo is None else min(n, self._block_slices(n, 1) + 2 * halo)
         shape = self._sample_shape((*inputs.shape[1:3], first), network)
-        key = (id(network), shape, self.memory_budget, self.max_batch)
+        max_batch = self.max_batch or (CPU_MAX_BATCH if network_device(network).type == "cpu" else 64)
+        key = (id(network), shape, self.memory_budget, max_batch)
         if key not in self._probe_cache:
             self._prepare(network)
             self._probe_cache[key] = batch_for_budget(
                 # the forward pass and the copy of its output into the block buffer
-                lambda x: self._forward(network, x).clone(), shape, self.memory_budget, max_batch=self.max_batch,
+                lambda x: self._forward(network, x).clone(), shape, self.memory_budget, max_batch=max_batch,
                 what=type(network).__name__,
             )
         return self._probe_cache[key]

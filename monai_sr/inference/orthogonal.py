@@ -56,7 +56,7 @@ class OrthogonalPlanesInferer(ScaleAwareInferer):
         slab: int = 16,
         batch_size: int | str = 8,
         memory_budget: int | str | None = None,
-        max_batch: int = 64,
+        max_batch: int | None = None,
         channels_last: bool | str = "auto",
         threads: int | None = None,
         amp: str | None = None,

@@ -53,7 +53,7 @@ class SliceWiseInferer(ScaleAwareInferer):
         halo: int | None = None,
         slab: int = 16,
         memory_budget: int | str | None = None,
-        max_batch: int = 64,
+        max_batch: int | None = None,
         channels_last: bool | str = "auto",
         threads: int | None = None,
         amp: str | None = None,

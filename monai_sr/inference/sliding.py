@@ -58,7 +58,7 @@ class SlidingWindowSRInferer(ScaleAwareInferer):
         slab: int = 32,
         batch_size: int | str = 4,
         memory_budget: int | str | None = None,
-        max_batch: int = 64,
+        max_batch: int | None = None,
         channels_last: bool | str = "auto",
         threads: int | None = None,
         amp: str | None = None,

@@ -51,7 +51,7 @@ def test_parse_bytes():
 def test_budget_holds_numpy_model_tracemalloc():
     src = ramp_volume((64, 48, 20))
     budget = 4 * 2**20
-    inferer = SliceWiseInferer(batch_size="auto", memory_budget=budget, channels_last=False)
+    inferer = SliceWiseInferer(batch_size="auto", memory_budget=budget, channels_last=False, max_batch=100)
     net = NumpySR()
     batch = inferer.batch_for(src, net)
     per_slice = 64 * 48 * 4 * (1 + 16 + 1 + 4 + 4)  # input copy, features, mean, two repeats
