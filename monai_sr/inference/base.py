@@ -118,6 +118,16 @@ class ScaleAwareInferer(Inferer):
         self._probe_cache: dict[tuple, int] = {}
 
     # ----------------------------------------------------------------- what a mode provides
+    def _set_blocks(self, halo: int | None, slab: int) -> None:
+        """Check and keep the streaming block settings shared by every mode: ``slab`` slices per block
+        along axis 2, ``halo`` extra input slices on each side (None: the mode's own default)."""
+        if halo is not None and (isinstance(halo, bool) or not isinstance(halo, int) or halo < 0):
+            raise ValueError(f"halo must be a non-negative int or None, got {halo!r}")
+        if isinstance(slab, bool) or not isinstance(slab, int) or slab < 1:
+            raise ValueError(f"slab must be a positive int, got {slab!r}")
+        self.halo = halo
+        self.slab = slab
+
     def volume_scale(self, network: nn.Module) -> tuple[int, int, int]:
         raise NotImplementedError
 

@@ -67,14 +67,9 @@ class OrthogonalPlanesInferer(ScaleAwareInferer):
         )
         if lr_axis not in (0, 1, 2):
             raise ValueError(f"lr_axis must be 0, 1 or 2 (a spatial axis), got {lr_axis}")
-        if halo is not None and (not isinstance(halo, int) or halo < 0):
-            raise ValueError(f"halo must be a non-negative int or None, got {halo!r}")
-        if not isinstance(slab, int) or slab < 1:
-            raise ValueError(f"slab must be a positive int, got {slab!r}")
+        self._set_blocks(halo, slab)
         self.lr_axis = lr_axis
         self.fusion = look_up_option(fusion, Fusion)
-        self.halo = halo
-        self.slab = slab
 
     def _factor(self, network: nn.Module) -> tuple[int, int]:
         """(upsampling factor, which plane axis the network upsamples: 0 or 1)."""

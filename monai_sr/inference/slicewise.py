@@ -66,14 +66,9 @@ class SliceWiseInferer(ScaleAwareInferer):
             raise ValueError(f"axis must be 0, 1 or 2 (a spatial axis), got {axis}")
         if isinstance(context, bool) or not isinstance(context, int) or context < 0:
             raise ValueError(f"context must be a non-negative int, got {context!r}")
-        if halo is not None and (not isinstance(halo, int) or halo < 0):
-            raise ValueError(f"halo must be a non-negative int or None, got {halo!r}")
-        if not isinstance(slab, int) or slab < 1:
-            raise ValueError(f"slab must be a positive int, got {slab!r}")
+        self._set_blocks(halo, slab)
         self.axis = axis
         self.context = context
-        self.halo = halo
-        self.slab = slab
 
     def volume_scale(self, network: nn.Module) -> tuple[int, int, int]:
         """The 3D scale of the whole volume: the 2D net's scale in-plane, 1 along ``axis``."""

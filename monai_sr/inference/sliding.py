@@ -72,14 +72,11 @@ class SlidingWindowSRInferer(ScaleAwareInferer):
             raise ValueError(f"roi_size must be positive, one value or one per axis (2 or 3), got {roi_size!r}")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        if halo is not None and (not isinstance(halo, int) or halo < 0):
-            raise ValueError(f"halo must be a non-negative int or None, got {halo!r}")
+        self._set_blocks(halo, slab)
         self.roi_size = roi
         self.overlap = float(overlap)
         self.mode = mode
         self.padding_mode = padding_mode
-        self.halo = halo
-        self.slab = int(slab)
 
     def _roi(self, network: nn.Module) -> tuple[int, ...]:
         dims = len(network_scale(network))
