@@ -1,0 +1,296 @@
+"""Training data shared by the bundles' ``train.json``: the verified training volumes, random 2D pairs
+with augmentation, and whole held-out slices for validation.
+
+Conventions:
+
+- volumes are float32 numpy arrays ``(X, Y, Z)`` in RAS orientation, divided by
+  :func:`monai_sr.transforms.intensity.robust_max` (the inference pipeline's input normalisation);
+- a pair is ``{"image": (1, h, w) float32 tensor, "label": (1, H, W) float32 tensor}``: the network's
+  input and its target, ``H = f h`` and ``W = f w`` for a scale factor ``f`` (``f = 1`` for a denoiser);
+- patch sizes are in input (LR) pixels.
+
+A *pair maker* is a callable ``make_pair(volume, rng, patch) -> pair`` that draws one random crop of
+one slice (any of the three axes) of ``volume``; :class:`SlicePairs` is the base that does the drawing
+and leaves the degradation of a whole 2D slice to a subclass. :class:`InPlaneSRPairs` is the in-plane
+super-resolution one (k-space truncation of :mod:`monai_sr.training.pairs`, optional Rician noise).
+A denoising bundle subclasses :class:`SlicePairs` with ``factor = 1`` and a noisy ``degrade``.
+
+Examples::
+
+    volumes = load_training_volumes()                       # MNI152 2009a, pydeface mean head
+    train_parts, slabs = split_held_out(volumes)            # axial slab [0.60, 0.72) of each held out
+    ds = RandomPairDataset(train_parts, InPlaneSRPairs(factor=2), length=1024, patch=48, seed=0)
+    ds.set_epoch(3); ds.patch = 64                          # what ProgressivePatch does each epoch
+    item = ds[0]                                            # image (1, 64, 64), label (1, 128, 128)
+    val = SliceDataset(slabs, InPlaneSRPairs(factor=2, noise_prob=0.0), axis=2, step=2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from monai_sr.errors import InputError
+from monai_sr.training.pairs import DegradedStack, normalise_volume, rician_noise, split_volume
+
+__all__ = [
+    "TRAINING_FILES",
+    "DATA_SPEC",
+    "load_training_volumes",
+    "split_held_out",
+    "SlicePairs",
+    "InPlaneSRPairs",
+    "RandomPairDataset",
+    "SliceDataset",
+]
+
+TRAINING_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
+DATA_SPEC = Path(__file__).resolve().parents[2] / "data_specs" / "shared_data.json"
+
+Pair = dict[str, torch.Tensor]
+PairMaker = Callable[[np.ndarray, np.random.Generator, int], Pair]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_training_volumes(
+    names: Sequence[str] = TRAINING_FILES,
+    data_dir: str | os.PathLike = "/work/shared/data",
+    *,
+    spec: str | os.PathLike = DATA_SPEC,
+) -> list[np.ndarray]:
+    """Load the named volumes of ``data_dir``, each checked against its sha256 in ``spec``.
+
+    Returns float32 arrays ``(X, Y, Z)``, reoriented to RAS (``nib.as_closest_canonical``: axis 2 runs
+    inferior -> superior) and divided by their robust maximum. Raises :class:`InputError` naming the file
+    when it is missing, has no entry in ``spec`` or its sha256 does not match. The held-out Colin27 is
+    refused here unless asked for by name, which only a self-supervised per-volume fit may do.
+    """
+    spec_path = Path(spec)
+    entries = {e["path"]: e for e in json.loads(spec_path.read_text())["files"]}
+    volumes = []
+    for name in names:
+        path = Path(data_dir) / name
+        if name not in entries:
+            raise InputError(f"no sha256 entry for {name} in {spec_path}", path=path)
+        if not path.is_file():
+            raise InputError(f"training volume missing (see {spec_path} for its source)", path=path)
+        digest = _sha256(path)
+        if digest != entries[name]["sha256"]:
+            raise InputError(f"sha256 {digest} does not match {entries[name]['sha256']} in {spec_path}", path=path)
+        img = nib.as_closest_canonical(nib.load(str(path)))
+        volumes.append(normalise_volume(np.asarray(img.dataobj, dtype=np.float32)))
+    return volumes
+
+
+def split_held_out(
+    volumes: Sequence[np.ndarray], *, axis: int = 2, slab: Sequence[float] = (0.60, 0.72), gap: int = 4
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split each volume into training parts and a held-out slab (fractions ``slab`` of ``axis``).
+
+    Returns ``(train_parts, slabs)``; see :func:`monai_sr.training.pairs.split_volume` (``gap`` slices on
+    each side of the slab are used by neither).
+    """
+    train, held = [], []
+    for vol in volumes:
+        n = vol.shape[axis]
+        parts, s = split_volume(vol, axis=axis, start=int(round(slab[0] * n)), stop=int(round(slab[1] * n)), gap=gap)
+        train.extend(parts)
+        held.append(s)
+    return train, held
+
+
+class SlicePairs:
+    """Base pair maker: draws a random crop of a random slice; subclasses degrade a whole 2D slice.
+
+    Drawing: an axis (among those whose slices hold an HR crop of ``factor * patch``), a slice and an
+    LR position, uniformly; a draw whose HR crop has less than ``min_foreground`` of its pixels above
+    ``foreground_level`` is redrawn (up to ``max_tries`` times). The whole slice is then degraded and
+    the aligned crops cut, so the degradation sees the slice as the scanner would, not a crop.
+
+    Subclasses set ``factor`` (HR pixels per input pixel) and implement :meth:`degrade`.
+    """
+
+    factor: int = 1
+
+    def __init__(self, *, min_foreground: float = 0.3, foreground_level: float = 0.1, max_tries: int = 50) -> None:
+        self.min_foreground = float(min_foreground)
+        self.foreground_level = float(foreground_level)
+        self.max_tries = int(max_tries)
+
+    def degrade(self, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(input, target)`` of a whole slice ``hr`` ``(a, b)``: input ``(a // f, b // f)``, target
+        ``(f (a // f), f (b // f))`` (trailing rows/columns dropped where ``f`` does not divide)."""
+        raise NotImplementedError
+
+    def slice_pair(self, hr: np.ndarray, rng: np.random.Generator) -> Pair:
+        """The pair of a whole 2D slice ``(a, b)`` (validation)."""
+        x, y = self.degrade(np.asarray(hr, np.float32), rng)
+        return _as_pair(x, y)
+
+    def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int) -> Pair:
+        f, p = self.factor, int(patch)
+        if p < 1:
+            raise ValueError(f"patch must be a positive number of input pixels, got {patch}")
+        axes = [a for a in range(3) if min(volume.shape[b] for b in range(3) if b != a) >= f * p]
+        if not axes:
+            raise ValueError(f"a volume of shape {volume.shape} has no slice that holds a {f * p}x{f * p} crop")
+        for _ in range(self.max_tries):
+            axis = int(rng.choice(axes))
+            k = int(rng.integers(volume.shape[axis]))
+            a, b = (volume.shape[c] // f for c in range(3) if c != axis)
+            i, j = int(rng.integers(a - p + 1)), int(rng.integers(b - p + 1))
+            hr_slice = np.take(volume, k, axis=axis)
+            if np.mean(hr_slice[f * i : f * (i + p), f * j : f * (j + p)] > self.foreground_level) >= self.min_foreground:
+                break
+        x, y = self.degrade(hr_slice, rng)  # a mostly empty crop after max_tries is harmless
+        return _as_pair(x[i : i + p, j : j + p], y[f * i : f * (i + p), f * j : f * (j + p)])
+
+
+class InPlaneSRPairs(SlicePairs):
+    """In-plane x``factor`` SR pairs: the slice's k-space truncated (:class:`DegradedStack`), then with
+    probability ``noise_prob`` Rician noise of ``sigma ~ U[0, noise_sigma]`` (normalised units) on the
+    input only.
+
+    Examples::
+
+        make_pair = InPlaneSRPairs(factor=2, noise_prob=0.2, noise_sigma=0.02)
+        pair = make_pair(volume, np.random.default_rng(0), 48)   # image (1, 48, 48), label (1, 96, 96)
+    """
+
+    def __init__(self, factor: int = 2, *, noise_prob: float = 0.2, noise_sigma: float = 0.02, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if int(factor) < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor}")
+        if not 0.0 <= noise_prob <= 1.0 or noise_sigma < 0:
+            raise ValueError(f"need 0 <= noise_prob <= 1 and noise_sigma >= 0, got {noise_prob}, {noise_sigma}")
+        self.factor = int(factor)
+        self.noise_prob = float(noise_prob)
+        self.noise_sigma = float(noise_sigma)
+
+    def degrade(self, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        stack = DegradedStack.from_volume(hr[None], axis=0, factor=self.factor)
+        lr = stack.lr[0]
+        if self.noise_prob > 0 and rng.random() < self.noise_prob:
+            lr = rician_noise(lr, float(rng.uniform(0.0, self.noise_sigma)), rng)
+        return lr, stack.hr[0]
+
+
+def _as_pair(x: np.ndarray, y: np.ndarray) -> Pair:
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)[None]),
+        "label": torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)[None]),
+    }
+
+
+class RandomPairDataset(Dataset):
+    """``length`` random augmented pairs per epoch, reproducible from ``(seed, epoch, index)``.
+
+    Item ``i`` draws with ``np.random.default_rng([seed, epoch, i])`` a volume (probability proportional
+    to its voxel count), calls ``make_pair(volume, rng, patch)`` and applies to image and label alike:
+    a random flip of each spatial axis, a transpose when both are square (the eight symmetries of the
+    square; they keep the field-of-view alignment of an SR pair), and an intensity gain in
+    ``[1 - jitter, 1 + jitter]``. Items do not depend on the order they are asked in, so any sampler
+    (``DistributedSampler`` included) and a resumed run see the same data; call :meth:`set_epoch` each
+    epoch (:class:`monai_sr.training.trainer.ProgressivePatch` does) or every epoch repeats the first.
+
+    ``patch`` is settable between epochs (progressive training); a DataLoader must then not keep worker
+    processes across epochs (``persistent_workers=False``, or ``num_workers=0`` as in the bundles).
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[np.ndarray],
+        make_pair: PairMaker,
+        length: int,
+        patch: int,
+        seed: int = 0,
+        *,
+        flips: bool = True,
+        jitter: float = 0.15,
+    ) -> None:
+        if not volumes:
+            raise ValueError("no training volumes")
+        if length < 1:
+            raise ValueError(f"length must be positive, got {length}")
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        self.volumes = [np.asarray(v, dtype=np.float32) for v in volumes]
+        if any(v.ndim != 3 for v in self.volumes):
+            raise ValueError(f"volumes must be 3D (X, Y, Z), got shapes {[v.shape for v in self.volumes]}")
+        sizes = np.array([v.size for v in self.volumes], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
+        self.make_pair = make_pair
+        self.length = int(length)
+        self.patch = int(patch)
+        self.seed = int(seed)
+        self.flips = bool(flips)
+        self.jitter = float(jitter)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the pairs of ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Pair:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        volume = self.volumes[int(rng.choice(len(self.volumes), p=self.weights))]
+        pair = self.make_pair(volume, rng, self.patch)
+        x, y = pair["image"], pair["label"]
+        if self.flips:
+            for dim in (-2, -1):
+                if rng.random() < 0.5:
+                    x, y = x.flip(dim), y.flip(dim)
+            if rng.random() < 0.5 and x.shape[-1] == x.shape[-2] and y.shape[-1] == y.shape[-2]:
+                x, y = x.transpose(-2, -1), y.transpose(-2, -1)
+        if self.jitter > 0:
+            gain = float(1.0 + rng.uniform(-self.jitter, self.jitter))
+            x, y = x * gain, y * gain
+        return {**pair, "image": x.contiguous(), "label": y.contiguous()}
+
+
+class SliceDataset(Dataset):
+    """Whole 2D slices along ``axis`` (every ``step``-th) of held-out volumes as pairs, for validation.
+
+    Item ``n`` is ``make_pair.slice_pair(slice, np.random.default_rng([seed, n]))``: fixed across epochs
+    and runs. Slices differ in size between volumes, so use ``batch_size=1``.
+    """
+
+    def __init__(
+        self, volumes: Sequence[np.ndarray], make_pair: SlicePairs, *, axis: int = 2, step: int = 2, seed: int = 0
+    ) -> None:
+        if step < 1:
+            raise ValueError(f"step must be positive, got {step}")
+        self.volumes = [np.asarray(v, dtype=np.float32) for v in volumes]
+        self.index = [(v, k) for v in range(len(self.volumes)) for k in range(0, self.volumes[v].shape[axis], step)]
+        if not self.index:
+            raise ValueError("no slices to validate on")
+        self.make_pair = make_pair
+        self.axis = int(axis)
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, n: int) -> Pair:
+        v, k = self.index[n]
+        return self.make_pair.slice_pair(np.take(self.volumes[v], k, axis=self.axis), np.random.default_rng([self.seed, n]))

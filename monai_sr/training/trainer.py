@@ -1,0 +1,165 @@
+"""Pieces that the bundles' ``train.json`` adds to MONAI's SupervisedTrainer / SupervisedEvaluator.
+
+- :class:`AutocastInferer`: bf16 autocast on CPU. MONAI 1.6's ``SupervisedTrainer(amp=True)`` and
+  ``SupervisedEvaluator(amp=True)`` hard-code ``torch.autocast("cuda", ...)`` and a
+  ``torch.cuda.amp.GradScaler`` (``monai/engines/trainer.py::_iteration``), so on a CPU ``amp=True``
+  does nothing but warn. Both engines call ``engine.inferer(inputs, network)`` for the forward pass, so
+  wrapping the inferer is the smallest change that puts the forward pass under CPU autocast, with no
+  subclass of the engines and no copy of their iteration. bf16 keeps fp32's exponent range, so it needs
+  no gradient scaler; the loss is computed in fp32 (the prediction is cast back). On CUDA the configs
+  use MONAI's own ``amp=True`` (fp16 autocast + GradScaler) and leave this wrapper disabled.
+- :class:`ProgressivePatch`: sets the training dataset's epoch (fresh random pairs each epoch) and its
+  patch size from a schedule such as ``{0: 32, 5: 64}`` (epoch -> input pixels; small patches first).
+- :class:`RunRecord`: logs the seed and versions when training starts and rides in the checkpoint
+  (``CheckpointSaver(save_dict={..., "run": record})``), so a checkpoint says how it was made and a
+  resumed run checks that it continues with the same seed.
+
+Examples (JSON, as in ``bundles/mri_sr_unet/configs/train.json``)::
+
+    "inferer": {"_target_": "monai_sr.training.trainer.AutocastInferer",
+                "enabled": "$@amp and @device.type == 'cpu'"},
+    "handlers": [{"_target_": "monai_sr.training.trainer.ProgressivePatch",
+                  "dataset": "@train#dataset", "schedule": {"0": 32, "5": 48}}, ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.inferers import Inferer, SimpleInferer
+
+__all__ = ["AutocastInferer", "ProgressivePatch", "RunRecord", "autocast_dtype"]
+
+LOG = logging.getLogger("monai_sr.training")
+
+
+def autocast_dtype(device_type: str) -> torch.dtype:
+    """The mixed-precision dtype the bundles use: bf16 on CPU, fp16 on CUDA."""
+    return torch.bfloat16 if device_type == "cpu" else torch.float16
+
+
+class AutocastInferer(Inferer):
+    """Run ``inferer`` (default :class:`monai.inferers.SimpleInferer`) under ``torch.autocast``.
+
+    Args:
+        inferer: the wrapped inferer.
+        device_type: ``"cpu"`` (default) or ``"cuda"``; also accepts a ``torch.device``.
+        dtype: autocast dtype; default :func:`autocast_dtype` of ``device_type`` (bf16 on CPU).
+        enabled: ``False`` makes this a plain pass-through (the configs switch it off on CUDA, where
+            MONAI's ``amp=True`` does fp16 with a gradient scaler).
+
+    The output is cast back to float32, so losses and metrics run in full precision.
+    """
+
+    def __init__(
+        self,
+        inferer: Inferer | None = None,
+        *,
+        device_type: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+        self.device_type = device_type.type if isinstance(device_type, torch.device) else str(device_type)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.dtype = dtype if dtype is not None else autocast_dtype(self.device_type)
+        self.enabled = bool(enabled)
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled):
+            out = self.inferer(inputs, network, *args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+
+def _parse_schedule(schedule: Mapping[Any, int] | None) -> list[tuple[int, int]]:
+    if not schedule:
+        return []
+    items = sorted((int(k), int(v)) for k, v in schedule.items())
+    if items[0][0] != 0:
+        raise ValueError(f"a patch schedule must start at epoch 0, got {dict(items)}")
+    if any(v < 1 for _, v in items):
+        raise ValueError(f"patch sizes must be positive, got {dict(items)}")
+    return items
+
+
+class ProgressivePatch:
+    """At every epoch start: ``dataset.set_epoch(e)`` and ``dataset.patch = schedule(e)``.
+
+    ``e`` is the 0-based epoch (ignite's ``state.epoch - 1``); ``schedule`` maps a first epoch to a patch
+    size in input pixels (JSON keys may be strings), e.g. ``{0: 32, 5: 64}``: epochs 0-4 use 32, then 64.
+    Without a schedule only the epoch is set. A resumed run lands on the right patch size because the
+    trainer's epoch is restored before the epoch starts.
+    """
+
+    def __init__(self, dataset: Any, schedule: Mapping[Any, int] | None = None) -> None:
+        if not hasattr(dataset, "set_epoch"):
+            raise TypeError(f"{type(dataset).__name__} has no set_epoch(); use monai_sr.training.datasets.RandomPairDataset")
+        self.dataset = dataset
+        self.schedule = _parse_schedule(schedule)
+
+    def patch_for(self, epoch: int) -> int | None:
+        """The scheduled patch size of 0-based ``epoch`` (``None`` without a schedule)."""
+        size = None
+        for first, value in self.schedule:
+            if epoch >= first:
+                size = value
+        return size
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine) -> None:
+        epoch = engine.state.epoch - 1
+        self.dataset.set_epoch(epoch)
+        size = self.patch_for(epoch)
+        if size is not None and size != self.dataset.patch:
+            LOG.info("epoch %d: patch %d -> %d input pixels", epoch, self.dataset.patch, size)
+            self.dataset.patch = size
+
+
+class RunRecord:
+    """The seed and software of a training run: logged at start, stored in checkpoints.
+
+    Use with ``monai.utils.set_determinism(seed)`` in the config's ``initialize`` list (the network's
+    initial weights depend on it) and put the record in the CheckpointSaver's and CheckpointLoader's
+    ``save_dict``/``load_dict`` under ``"run"``. Loading a checkpoint made with another seed warns.
+    """
+
+    def __init__(self, seed: int, **extra: Any) -> None:
+        self.seed = int(seed)
+        self.extra = dict(extra)
+        self.loaded: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        import monai
+
+        return {
+            "seed": self.seed,
+            "torch": str(torch.__version__),
+            "monai": str(monai.__version__),
+            "python": platform.python_version(),
+            **{k: v for k, v in self.extra.items() if isinstance(v, (int, float, str, bool, list, dict, type(None)))},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.loaded = dict(state)
+        if int(state.get("seed", self.seed)) != self.seed:
+            warnings.warn(f"resuming a run made with seed {state.get('seed')} under seed {self.seed}", stacklevel=2)
+        LOG.info("resumed a checkpoint recorded as %s", self.loaded)
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine) -> None:
+        LOG.info("run record: %s", self.state_dict())
+        engine.state.run_record = self.state_dict()
