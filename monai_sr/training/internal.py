@@ -1,0 +1,335 @@
+"""Per-volume fitting ("internal learning"): fine-tune a pretrained network on pairs made from the very
+volume it is about to enhance, within a step and/or wall-time budget.
+
+* :func:`fit_on_volume` is the generic loop: Adam from the given weights, L1 loss, cosine decay of the
+  learning rate over the budget, batches from a *pair source* (anything with ``batch(n) -> (input,
+  target)`` numpy arrays ``(n, 1, h, w)`` / ``(n, 1, H, W)``), stopped by ``steps`` or ``seconds``,
+  whichever comes first. The network comes back in eval mode with a :class:`FitRecord`.
+* Pair sources from the input itself:
+
+  - in-plane internal learning (:class:`InternalLearning`, for the x2 in-plane SR-UNet): the input's
+    slices are degraded once more by the network's factor (k-space truncation,
+    :class:`monai_sr.training.pairs.DegradedStack`), giving (input-LR, input) pairs of the same
+    relation as (input, wanted output);
+  - through-plane (:class:`ThroughPlaneFit`, SMORE-style): the input's sharp in-plane slices degraded
+    along one in-plane axis by the slice profile of the header (:mod:`monai_sr.training.through_plane`).
+
+* :class:`InternalLearning` and :class:`ThroughPlaneFit` are the ``adapt(image, network) -> network``
+  hook of :func:`monai_sr.pipeline.enhance`: ``image`` is the normalised input MetaTensor
+  ``(1, X, Y, Z)`` (RAS affine, intensities / robust max: the units the network was trained in). The
+  hook fits a *copy* of the network, so a folder of cases each starts from the pretrained weights. They
+  take only plain keyword arguments, so a bundle config builds them with ``_target_``.
+
+Examples::
+
+    net = load_pretrained()                                      # SRUNet(2, scale=(1, 4))
+    adapt = ThroughPlaneFit(seconds=120)
+    enhance("t2_4mm.nii.gz", "t2_1mm.nii.gz", network=net, inferer=OrthogonalPlanesInferer(2), adapt=adapt)
+    adapt.last_record                                            # FitRecord(steps=..., seconds=..., ...)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from monai_sr.errors import ModelError
+from monai_sr.inference.base import network_device, network_scale
+from monai_sr.training.pairs import DegradedStack, PairSampler
+from monai_sr.training.through_plane import ThroughPlanePairs
+
+__all__ = ["PairSource", "FitRecord", "fit_on_volume", "InternalLearning", "ThroughPlaneFit", "in_plane_pairs"]
+
+LOG = logging.getLogger(__name__)
+
+
+class PairSource(Protocol):
+    """Anything that draws training batches: ``batch(n) -> (input (n, 1, h, w), target (n, 1, H, W))``."""
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class FitRecord:
+    """What a per-volume fit did.
+
+    Attributes:
+        steps: optimiser steps taken.
+        seconds: wall time of the loop (pair making before it not included; see ``setup_seconds``).
+        loss_first: mean L1 loss of the first ``min(10, steps)`` steps (normalised units).
+        loss_last: mean L1 loss of the last ``min(10, steps)`` steps.
+        stopped_by: ``"steps"`` or ``"seconds"``: which budget ended the fit.
+        setup_seconds: time spent making the pair source (filled in by the hooks).
+    """
+
+    steps: int
+    seconds: float
+    loss_first: float
+    loss_last: float
+    stopped_by: str
+    setup_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_budget(steps: int | None, seconds: float | None) -> None:
+    if steps is None and seconds is None:
+        raise ValueError("give a budget: steps, seconds or both")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 0):
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if seconds is not None and not (np.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"seconds must be a non-negative number, got {seconds!r}")
+
+
+def fit_on_volume(
+    network: nn.Module,
+    pair_source: PairSource,
+    *,
+    steps: int | None = None,
+    seconds: float | None = None,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    seed: int = 0,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 50,
+) -> tuple[nn.Module, FitRecord]:
+    """Fine-tune ``network`` in place on batches of ``pair_source`` until a budget is spent.
+
+    The learning rate decays from ``lr`` to 1 % of it along a cosine over the budget's progress,
+    ``max(step / steps, elapsed / seconds)``, so a time-bounded fit ends on a small step too. The check
+    of the time budget happens before each step: a fit overruns ``seconds`` by at most one step.
+
+    Args:
+        network: the (pretrained) network, on its device; its weights are changed.
+        pair_source: see :class:`PairSource`; arrays are moved to the network's device.
+        steps, seconds: budgets (at least one); ``0`` returns the network untouched.
+        lr: peak Adam learning rate.
+        batch_size: pairs per step.
+        seed: torch seed for the loop (the pair source has its own).
+        threads: torch intra-op threads during the fit (restored afterwards); None leaves them.
+        log: called with a progress line every ``log_every`` steps and at the end (default: this
+            module's logger at INFO).
+
+    Returns:
+        ``(network, record)``: the same network object in eval mode and a :class:`FitRecord`.
+    """
+    _check_budget(steps, seconds)
+    if lr <= 0 or batch_size < 1:
+        raise ValueError(f"lr must be > 0 and batch_size >= 1, got {lr} and {batch_size}")
+    log = log or LOG.info
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    device = network_device(network)
+    opt = torch.optim.Adam(network.parameters(), lr=lr)
+    losses: list[float] = []
+    stopped_by = "steps"
+    network.train()
+    t0 = time.perf_counter()
+    try:
+        while True:
+            elapsed = time.perf_counter() - t0
+            if steps is not None and len(losses) >= steps:
+                break
+            if seconds is not None and elapsed >= seconds:
+                stopped_by = "seconds"
+                break
+            progress = max(len(losses) / steps if steps else 0.0, elapsed / seconds if seconds else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+            x, y = pair_source.batch(batch_size)
+            x = torch.as_tensor(x, device=device)
+            y = torch.as_tensor(y, device=device)
+            loss = nn.functional.l1_loss(network(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if log_every and len(losses) % log_every == 0:
+                log(f"per-volume fit: step {len(losses)}, loss {np.mean(losses[-log_every:]):.5f}, "
+                    f"{time.perf_counter() - t0:.1f} s")
+    finally:
+        if threads is not None:
+            torch.set_num_threads(before)
+        network.eval()
+    n = min(10, len(losses))
+    record = FitRecord(
+        steps=len(losses),
+        seconds=time.perf_counter() - t0,
+        loss_first=float(np.mean(losses[:n])) if n else float("nan"),
+        loss_last=float(np.mean(losses[-n:])) if n else float("nan"),
+        stopped_by=stopped_by,
+    )
+    log(f"per-volume fit done: {record.steps} steps in {record.seconds:.1f} s (stopped by {record.stopped_by}), "
+        f"L1 {record.loss_first:.5f} -> {record.loss_last:.5f}")
+    return network, record
+
+
+def _volume(image: torch.Tensor) -> np.ndarray:
+    """``(X, Y, Z)`` float32 numpy of a single-channel ``(1, X, Y, Z)`` tensor."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"expected a single-channel volume (1, X, Y, Z), got shape {tuple(image.shape)}")
+    t = image.as_tensor() if isinstance(image, MetaTensor) else image
+    return t[0].detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+def in_plane_pairs(
+    image: torch.Tensor, factor: int, *, axis: int = 2, lr_size: int = 32, seed: int = 0, jitter: float = 0.1
+) -> PairSampler:
+    """In-plane internal-learning pairs: the slices of ``image`` ``(1, X, Y, Z)`` along ``axis`` (the
+    slices the :class:`~monai_sr.inference.SliceWiseInferer` super-resolves) k-space truncated by
+    ``factor`` once more; (input-LR, input) crops of ``lr_size`` LR pixels (smaller slices: the crop
+    shrinks to fit), flips/transposes and intensity jitter, no noise (the input's own noise is in both)."""
+    stack = DegradedStack.from_volume(_volume(image), axis, factor)
+    size = max(1, min(int(lr_size), stack.lr.shape[1], stack.lr.shape[2]))
+    return PairSampler([stack], lr_size=size, seed=seed, jitter=jitter, noise_prob=0.0, min_foreground=0.2)
+
+
+class _VolumeFit:
+    """Shared ``adapt`` hook logic: copy the network, make pairs from the input, fit, keep the record."""
+
+    def __init__(
+        self,
+        *,
+        steps: int | None,
+        seconds: float | None,
+        lr: float,
+        batch_size: int,
+        lr_size: int | Sequence[int],
+        seed: int,
+        threads: int | None,
+        enabled: bool,
+    ) -> None:
+        if enabled:
+            _check_budget(steps, seconds)
+        self.steps, self.seconds, self.lr, self.batch_size = steps, seconds, float(lr), int(batch_size)
+        self.lr_size, self.seed, self.threads, self.enabled = lr_size, int(seed), threads, bool(enabled)
+        self.records: list[FitRecord] = []
+
+    @property
+    def last_record(self) -> FitRecord | None:
+        """The :class:`FitRecord` of the last fit (None before any)."""
+        return self.records[-1] if self.records else None
+
+    def pairs(self, image: torch.Tensor, network: nn.Module) -> PairSource:
+        raise NotImplementedError
+
+    def __call__(self, image: torch.Tensor, network: nn.Module) -> nn.Module:
+        """Return a fitted copy of ``network`` (``network`` itself, untouched, when disabled)."""
+        if not self.enabled:
+            return network
+        t0 = time.perf_counter()
+        source = self.pairs(image, network)
+        setup = time.perf_counter() - t0
+        fitted = copy.deepcopy(network)
+        fitted, record = fit_on_volume(
+            fitted, source, steps=self.steps, seconds=self.seconds, lr=self.lr, batch_size=self.batch_size,
+            seed=self.seed, threads=self.threads,
+        )
+        record.setup_seconds = setup
+        self.records.append(record)
+        return fitted
+
+
+class InternalLearning(_VolumeFit):
+    """``adapt`` hook: in-plane internal learning for an in-plane SR network (scale ``(s, s)``), see
+    :func:`in_plane_pairs` and :func:`fit_on_volume`.
+
+    Args:
+        steps, seconds: fit budget (at least one when ``enabled``).
+        lr, batch_size, seed, threads: see :func:`fit_on_volume`.
+        lr_size: LR crop side.
+        axis: the spatial axis the slice-wise inferer runs along (2: the slices of a DICOM series).
+        enabled: False makes the hook return the network untouched (a config switch).
+
+    Examples::
+
+        adapt = InternalLearning(steps=200, seconds=60)
+        enhance(src, dst, network=sr_unet, adapt=adapt)
+    """
+
+    def __init__(
+        self,
+        *,
+        steps: int | None = 200,
+        seconds: float | None = None,
+        lr: float = 1e-4,
+        batch_size: int = 8,
+        lr_size: int = 32,
+        axis: int = 2,
+        seed: int = 0,
+        threads: int | None = None,
+        enabled: bool = True,
+    ) -> None:
+        super().__init__(steps=steps, seconds=seconds, lr=lr, batch_size=batch_size, lr_size=lr_size, seed=seed,
+                         threads=threads, enabled=enabled)
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+        self.axis = axis
+
+    def pairs(self, image: torch.Tensor, network: nn.Module) -> PairSampler:
+        s = network_scale(network)
+        if len(s) != 2 or s[0] != s[1] or s[0] < 2:
+            raise ModelError(f"in-plane internal learning needs a 2D network with scale (s, s), s >= 2; got {s}")
+        return in_plane_pairs(image, s[0], axis=self.axis, lr_size=int(self.lr_size), seed=self.seed)
+
+
+class ThroughPlaneFit(_VolumeFit):
+    """``adapt`` hook: self-supervised through-plane fit (SMORE-style) of a 2D network of scale ``(1, s)``
+    or ``(s, 1)`` before :class:`~monai_sr.inference.OrthogonalPlanesInferer` runs it; pairs from
+    :meth:`monai_sr.training.through_plane.ThroughPlanePairs.from_input`.
+
+    Args:
+        steps, seconds: fit budget (at least one when ``enabled``).
+        lr, batch_size, seed, threads: see :func:`fit_on_volume`.
+        lr_size: LR crop ``(fine, coarse)`` or an int.
+        lr_axis: the input's coarse (slice) axis; must match the inferer's ``lr_axis``.
+        slice_thickness: mm; overrides the header's thickness (NIfTI carries none: then the slice
+            spacing, i.e. no gap, unless given here).
+        profile: slice profile, ``"gaussian"`` (FWHM = thickness) or ``"rect"``.
+        enabled: False makes the hook return the network untouched (a config switch).
+    """
+
+    def __init__(
+        self,
+        *,
+        steps: int | None = None,
+        seconds: float | None = 120.0,
+        lr: float = 1e-4,
+        batch_size: int = 8,
+        lr_size: int | Sequence[int] = 32,
+        lr_axis: int = 2,
+        slice_thickness: float | None = None,
+        profile: str = "gaussian",
+        seed: int = 0,
+        threads: int | None = None,
+        enabled: bool = True,
+    ) -> None:
+        super().__init__(steps=steps, seconds=seconds, lr=lr, batch_size=batch_size, lr_size=lr_size, seed=seed,
+                         threads=threads, enabled=enabled)
+        if lr_axis not in (0, 1, 2):
+            raise ValueError(f"lr_axis must be 0, 1 or 2, got {lr_axis!r}")
+        if slice_thickness is not None and not slice_thickness > 0:
+            raise ValueError(f"slice_thickness must be > 0 mm, got {slice_thickness!r}")
+        self.lr_axis, self.slice_thickness, self.profile = lr_axis, slice_thickness, profile
+
+    def pairs(self, image: torch.Tensor, network: nn.Module) -> ThroughPlanePairs:
+        if not isinstance(image, MetaTensor):
+            raise ValueError("ThroughPlaneFit needs the input as a MetaTensor (spacing and slice thickness come from it)")
+        return ThroughPlanePairs.from_input(
+            image, network, lr_axis=self.lr_axis, slice_thickness=self.slice_thickness, profile=self.profile,
+            lr_size=self.lr_size, seed=self.seed,
+        )

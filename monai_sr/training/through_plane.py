@@ -1,0 +1,320 @@
+"""Self-supervised through-plane super-resolution pairs (SMORE-style), from the input volume itself.
+
+A 2D multi-slice MR volume is sharp in-plane and coarse across slices: slice spacing ``d`` and slice
+thickness ``t`` (a slice profile of FWHM ``t``). Its in-plane slices are the only high-resolution data we
+have of this very subject, so the pairs come from them: each in-plane slice is degraded along one of
+its in-plane axes the way the scanner degraded the slice axis (the slice profile, then decimation by
+the through-plane factor ``s``), and a 2D network with ``scale`` ``(1, s)`` learns to undo it
+(coarse along one axis -> fine). At inference
+:class:`~monai_sr.inference.orthogonal.OrthogonalPlanesInferer` applies that network to the planes
+that hold the slice axis and fuses the two orthogonal stacks by their mean.
+
+**Orientation (what the network sees).** For a network of ``scale (1, s)`` the coarse axis is the
+*second* plane axis, for ``(s, 1)`` the first (``coarse_axis`` below, ``up_axis`` in the inferer). The
+inferer cuts the volume along each spatial axis ``a != lr_axis`` and hands the network planes whose
+axes are ``(other fine axis, lr_axis)`` for ``(1, s)``; a training pair's image is ``(1, fine, coarse)``
+with the coarse axis at the same place. ``tests/training/test_through_plane.py`` checks that a pair
+made from a high-resolution plane equals, voxel for voxel, the plane the inferer feeds the network when
+the whole volume was degraded along its slice axis.
+
+**Geometry of a pair.** The degradation is
+:class:`~monai_sr.transforms.degradation.SimulateLowResolution` with ``factors`` ``s`` on the coarse axis
+and ``slice_axis`` = that axis (:func:`~monai_sr.transforms.degradation.slice_profile_weights`): LR
+voxel ``j`` is centred at HR index ``(j + 0.5) s - 0.5`` (the field-of-view rule of DESIGN.md, the one
+the inferer's output affine assumes) and weighs the HR pixels by the slice profile around it.
+
+**Units of the profile.** Thickness is given relative to the LR slice spacing: a pair degrades with a
+profile of FWHM ``s * t / d`` HR pixels. When the in-plane spacing equals ``d / s`` (the usual target:
+4 mm slices with 1 mm pixels, x4) that is exactly the scanner's profile in mm; otherwise it keeps the
+ratio of thickness to spacing, which is what the network has to invert on the output grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from monai_sr.errors import ModelError
+from monai_sr.inference.base import network_scale
+from monai_sr.transforms.degradation import SimulateLowResolution, SliceProfile
+from monai_sr.transforms.spacing import acquisition_geometry
+
+__all__ = [
+    "through_plane_factor",
+    "degrade_plane",
+    "ThroughPlaneStack",
+    "ThroughPlanePairs",
+    "ThroughPlanePairMaker",
+    "profile_thickness_px",
+]
+
+
+def through_plane_factor(network: torch.nn.Module) -> tuple[int, int]:
+    """``(s, coarse_axis)`` of a 2D network that upsamples one plane axis (scale ``(1, s)`` -> axis 1,
+    ``(s, 1)`` -> axis 0); ModelError otherwise (the same rule as the orthogonal-planes inferer)."""
+    s = network_scale(network)
+    if len(s) != 2 or min(s) != 1 or (s[0] > 1 and s[1] > 1):
+        raise ModelError(f"through-plane SR needs a 2D network with scale (1, s) or (s, 1), got scale {s}")
+    return (s[1], 1) if s[0] == 1 else (s[0], 0)
+
+
+def profile_thickness_px(factor: int, *, slice_spacing: float | None = None, slice_thickness: float | None = None) -> float:
+    """FWHM (or width) of the slice profile in HR pixels of a pair: ``factor * thickness / spacing``;
+    ``factor`` (contiguous slices, no gap) when the thickness or spacing is unknown."""
+    if slice_spacing is None or slice_thickness is None:
+        return float(factor)
+    if not (slice_spacing > 0 and slice_thickness > 0):
+        raise ValueError(f"slice spacing {slice_spacing} and thickness {slice_thickness} mm must be > 0")
+    return float(factor) * float(slice_thickness) / float(slice_spacing)
+
+
+def degrade_plane(
+    plane: np.ndarray, factor: int, *, coarse_axis: int = 1, thickness: float | None = None, profile: str | np.ndarray = "gaussian"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pair from an HR plane ``(..., a, b)`` (leading axes: a stack of planes).
+
+    The plane is cut at the end of ``coarse_axis`` (0 or 1 of the last two axes) to a multiple of
+    ``factor``; returns ``(lr, hr)`` float32 with ``lr`` ``factor`` times smaller along that axis.
+    ``thickness``: profile FWHM / width in HR pixels (default ``factor``), see
+    :func:`~monai_sr.transforms.degradation.slice_profile_weights`.
+    """
+    x = np.asarray(plane, dtype=np.float32)
+    if x.ndim < 2 or coarse_axis not in (0, 1):
+        raise ValueError(f"need planes (..., a, b) and coarse_axis 0 or 1, got shape {x.shape}, axis {coarse_axis}")
+    axis = x.ndim - 2 + coarse_axis
+    n = (x.shape[axis] // factor) * factor
+    if n == 0:
+        raise ValueError(f"a plane of {x.shape[axis]} pixels along the coarse axis is shorter than the factor {factor}")
+    hr = np.take(x, np.arange(n), axis=axis) if n != x.shape[axis] else x
+    lead = hr.reshape(-1, *hr.shape[-2:])  # channel-first for SimulateLowResolution: planes as channels
+    factors = [1, 1]
+    factors[coarse_axis] = factor
+    degrade = SimulateLowResolution(factors, slice_axis=coarse_axis, slice_profile=profile, slice_thickness=thickness)
+    lr = np.asarray(degrade(lead), dtype=np.float32).reshape(*hr.shape[:-2], *degrade_shape(hr.shape[-2:], factors))
+    return lr, np.ascontiguousarray(hr, dtype=np.float32)
+
+
+def degrade_shape(shape: Sequence[int], factors: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(n) // int(f) for n, f in zip(shape, factors))
+
+
+@dataclass
+class ThroughPlaneStack:
+    """HR planes and their degraded twins, coarse along the *last* axis.
+
+    ``hr``: ``(n, a, b)`` (may be a view of a volume); ``lr``: ``(n, a, b / factor)`` float32.
+    """
+
+    hr: np.ndarray
+    lr: np.ndarray
+    factor: int
+
+    @classmethod
+    def from_volume(
+        cls,
+        volume: np.ndarray,
+        *,
+        plane_axis: int,
+        coarse_axis: int,
+        factor: int,
+        thickness: float | None = None,
+        profile: str | np.ndarray = "gaussian",
+    ) -> ThroughPlaneStack:
+        """Planes of ``volume`` ``(X, Y, Z)`` cut along ``plane_axis``, degraded along the spatial axis
+        ``coarse_axis`` (``!= plane_axis``) with the profile of ``thickness`` HR pixels."""
+        if plane_axis == coarse_axis or {plane_axis, coarse_axis} - {0, 1, 2}:
+            raise ValueError(f"plane_axis {plane_axis} and coarse_axis {coarse_axis} must be two different axes of a volume")
+        fine = 3 - plane_axis - coarse_axis
+        planes = np.transpose(np.asarray(volume, dtype=np.float32), (plane_axis, fine, coarse_axis))
+        lr, hr = degrade_plane(planes, factor, coarse_axis=1, thickness=thickness, profile=profile)
+        return cls(hr=hr, lr=lr, factor=factor)
+
+
+class ThroughPlanePairs:
+    """A pair source for :func:`monai_sr.training.internal.fit_on_volume`: random aligned crops from
+    :class:`ThroughPlaneStack` s, laid out for a network whose coarse plane axis is ``coarse_axis``.
+
+    Each draw picks a stack (weighted by its number of crop positions), a plane, an LR position; crops
+    with less than ``min_foreground`` of HR pixels above ``foreground_level`` are redrawn (up to
+    ``max_tries``). Augmentation (both images alike, keeping the field-of-view alignment): flips of either
+    axis and an intensity factor in ``[1 - jitter, 1 + jitter]`` (the degradation is linear). No
+    transposes: the two axes are not interchangeable.
+
+    Args:
+        stacks: planes coarse along their last axis.
+        lr_size: LR crop ``(fine, coarse)`` in LR pixels (an int: square); the HR crop is
+            ``(fine, coarse * factor)``.
+        coarse_axis: 1 for a network of scale ``(1, s)``, 0 for ``(s, 1)`` (pairs are transposed).
+
+    Examples::
+
+        pairs = ThroughPlanePairs(stacks, lr_size=32, seed=0)
+        lr, hr = pairs.batch(8)   # (8, 1, 32, 32), (8, 1, 32, 128) for factor 4
+    """
+
+    def __init__(
+        self,
+        stacks: Sequence[ThroughPlaneStack],
+        *,
+        lr_size: int | Sequence[int] = 32,
+        coarse_axis: int = 1,
+        seed: int = 0,
+        min_foreground: float = 0.2,
+        foreground_level: float = 0.1,
+        jitter: float = 0.1,
+        max_tries: int = 20,
+    ) -> None:
+        size = (int(lr_size),) * 2 if np.isscalar(lr_size) else tuple(int(v) for v in lr_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"lr_size must be a positive int or (fine, coarse), got {lr_size!r}")
+        if coarse_axis not in (0, 1):
+            raise ValueError(f"coarse_axis must be 0 or 1, got {coarse_axis!r}")
+        factors = {s.factor for s in stacks}
+        if len(factors) != 1:
+            raise ValueError(f"stacks must share one factor, got {sorted(factors)}")
+        # a plane smaller than the crop is used whole-size-clipped: crop sizes adapt to the smallest plane
+        fits = [s for s in stacks if s.lr.shape[1] >= 1 and s.lr.shape[2] >= 1]
+        size = (min(size[0], min(s.lr.shape[1] for s in fits)), min(size[1], min(s.lr.shape[2] for s in fits)))
+        self.stacks = fits
+        w = np.array([s.lr.shape[0] * (s.lr.shape[1] - size[0] + 1) * (s.lr.shape[2] - size[1] + 1) for s in fits], np.float64)
+        self.weights = w / w.sum()
+        self.lr_size, self.factor, self.coarse_axis = size, factors.pop(), coarse_axis
+        self.min_foreground, self.foreground_level, self.jitter, self.max_tries = min_foreground, foreground_level, jitter, max_tries
+        self.rng = np.random.default_rng(seed)
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        rng, (p, q), f = self.rng, self.lr_size, self.factor
+        for _ in range(self.max_tries):
+            s = self.stacks[rng.choice(len(self.stacks), p=self.weights)]
+            k = int(rng.integers(s.lr.shape[0]))
+            i = int(rng.integers(s.lr.shape[1] - p + 1))
+            j = int(rng.integers(s.lr.shape[2] - q + 1))
+            hr = s.hr[k, i : i + p, f * j : f * (j + q)]
+            if np.mean(hr > self.foreground_level) >= self.min_foreground:
+                break
+        return s.lr[k, i : i + p, j : j + q], hr
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented pair ``(lr, hr)``: ``(p, q)`` and ``(p, f q)`` (transposed for coarse_axis 0)."""
+        lr, hr = self._draw()
+        rng = self.rng
+        if rng.random() < 0.5:
+            lr, hr = lr[::-1], hr[::-1]
+        if rng.random() < 0.5:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        gain = np.float32(1.0 + rng.uniform(-self.jitter, self.jitter))
+        if self.coarse_axis == 0:
+            lr, hr = lr.T, hr.T
+        return np.ascontiguousarray(lr * gain, np.float32), np.ascontiguousarray(hr * gain, np.float32)
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` pairs: ``(n, 1, *lr)`` and ``(n, 1, *hr)`` float32."""
+        pairs = [self.sample() for _ in range(n)]
+        return np.stack([a for a, _ in pairs])[:, None], np.stack([b for _, b in pairs])[:, None]
+
+    @classmethod
+    def from_input(
+        cls,
+        image: MetaTensor,
+        network: torch.nn.Module,
+        *,
+        lr_axis: int = 2,
+        slice_thickness: float | None = None,
+        profile: str | np.ndarray = SliceProfile.GAUSSIAN,
+        lr_size: int | Sequence[int] = 32,
+        seed: int = 0,
+        **kwargs,
+    ) -> ThroughPlanePairs:
+        """Pairs from the in-plane slices of the input volume ``image`` ``(1, X, Y, Z)`` (normalised, RAS
+        affine), whose coarse axis is ``lr_axis``, for ``network`` (scale ``(1, s)`` or ``(s, 1)``).
+
+        The profile's thickness is ``slice_thickness`` (mm) if given, else the header's (meta
+        ``slice_thickness`` or DICOM SliceThickness via
+        :func:`~monai_sr.transforms.spacing.acquisition_geometry`), else the slice spacing (no gap);
+        it is converted to pair pixels by :func:`profile_thickness_px`. Every in-plane slice is degraded
+        along each of its two axes (the two plane stacks of the inferer).
+        """
+        factor, coarse = through_plane_factor(network)
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(f"expected a single-channel volume (1, X, Y, Z), got shape {tuple(image.shape)}")
+        geo = acquisition_geometry(image, slice_axis=lr_axis)
+        thickness = slice_thickness if slice_thickness is not None else geo.slice_thickness
+        t_px = profile_thickness_px(factor, slice_spacing=geo.spacing[lr_axis], slice_thickness=thickness)
+        vol = image.as_tensor()[0].detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)[0]
+        in_plane = [a for a in range(3) if a != lr_axis]
+        stacks = [
+            ThroughPlaneStack.from_volume(vol, plane_axis=lr_axis, coarse_axis=c, factor=factor, thickness=t_px, profile=profile)
+            for c in in_plane
+        ]
+        return cls(stacks, lr_size=lr_size, coarse_axis=coarse, seed=seed, **kwargs)
+
+
+class ThroughPlanePairMaker:
+    """``make_pair(volume, rng, patch) -> {"image", "label"}`` for
+    :class:`monai_sr.training.datasets.RandomPairDataset`: through-plane pairs from an isotropic HR
+    volume ``(X, Y, Z)``.
+
+    Each call picks a plane axis and a coarse axis among the other two (all six combinations), a plane,
+    degrades the crop's whole rows (:func:`degrade_plane`, so the profile is never cut at a crop border) and
+    cuts an aligned crop of ``patch`` LR pixels per side: image ``(1, patch, patch)``, label
+    ``(1, patch, factor * patch)`` for ``coarse_axis`` 1 (transposed for 0), as float32 tensors. Crops
+    with foreground below ``min_foreground`` are redrawn (up to ``max_tries``).
+
+    Args:
+        factor: through-plane factor ``s``.
+        thickness: profile FWHM / width in HR pixels (default ``factor``).
+        profile: :class:`~monai_sr.transforms.degradation.SliceProfile` or a measured profile.
+        coarse_axis: the network's coarse plane axis (1 for scale ``(1, s)``).
+    """
+
+    def __init__(
+        self,
+        factor: int = 4,
+        *,
+        thickness: float | None = None,
+        profile: str | np.ndarray = "gaussian",
+        coarse_axis: int = 1,
+        min_foreground: float = 0.2,
+        foreground_level: float = 0.1,
+        max_tries: int = 10,
+    ) -> None:
+        self.factor, self.thickness, self.profile, self.coarse_axis = int(factor), thickness, profile, coarse_axis
+        self.min_foreground, self.foreground_level, self.max_tries = min_foreground, foreground_level, max_tries
+
+    def slice_pair(self, hr: np.ndarray, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The pair of a whole HR plane ``(fine, coarse)`` (validation): degraded along its second axis."""
+        lr, hr = degrade_plane(hr, self.factor, thickness=self.thickness, profile=self.profile)
+        return self._as_pair(lr, hr)
+
+    def _as_pair(self, lr: np.ndarray, hr: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.coarse_axis == 0:
+            lr, hr = lr.T, hr.T
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(lr[None], np.float32)),
+            "label": torch.from_numpy(np.ascontiguousarray(hr[None], np.float32)),
+        }
+
+    def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int) -> dict[str, torch.Tensor]:
+        f, p = self.factor, int(patch)
+        combos = [(a, c) for a in range(3) for c in range(3) if a != c and volume.shape[3 - a - c] >= p and volume.shape[c] >= f * p]
+        if not combos:
+            raise ValueError(f"volume {volume.shape} has no plane for an LR patch of {p} at factor {f}")
+        for _ in range(self.max_tries):
+            a, c = combos[int(rng.integers(len(combos)))]
+            fine = 3 - a - c
+            k = int(rng.integers(volume.shape[a]))
+            plane = volume[(slice(None),) * a + (k,)]  # a view (np.take copies, 100x slower here)
+            plane = plane if fine < c else plane.T  # (fine, coarse)
+            start = int(rng.integers(volume.shape[c] % f + 1))  # vary the LR grid's phase
+            i = int(rng.integers(plane.shape[0] - p + 1))
+            j = int(rng.integers((plane.shape[1] - start) // f - p + 1))
+            hr = plane[i : i + p, start + f * j : start + f * (j + p)]
+            if np.mean(hr > self.foreground_level) >= self.min_foreground:
+                break
+        # whole rows are degraded (the profile acts along them only), so it is never cut at the crop's border
+        lr_rows, hr_rows = degrade_plane(plane[i : i + p, start:], f, thickness=self.thickness, profile=self.profile)
+        return self._as_pair(lr_rows[:, j : j + p], hr_rows[:, f * j : f * (j + p)])
