@@ -5,6 +5,7 @@ The CLI, the bundles' ``run`` and Python scripts all call :func:`enhance`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -15,22 +16,39 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import StrEnum, look_up_option
 
 from monai_sr import __version__, geometry
-from monai_sr.errors import InputError, OutputError
+from monai_sr.errors import InputError, MonaiSRError, OutputError
 from monai_sr.inference.base import ScaleAwareInferer
 from monai_sr.inference.slicewise import SliceWiseInferer
 from monai_sr.inference.streaming import NiftiSliceWriter, stream_planes
 from monai_sr.io.atomic import check_output_free
-from monai_sr.io.dicom_reader import NOTES_KEY, load_dicom_series, source_headers
+from monai_sr.io.dicom_reader import NOTES_KEY, source_headers
 from monai_sr.io.dicom_series import find_series, is_dicom_input, select_series
-from monai_sr.io.nifti import is_nifti_path, load_nifti
+from monai_sr.io.dicom_writer import estimate_window
+from monai_sr.io.nifti import is_nifti_path
+from monai_sr.io.volume_source import open_volume
 from monai_sr.transforms.intensity import RobustScale
 from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
 
-__all__ = ["EnhanceResult", "load_volume", "enhance", "output_kind", "preflight"]
+__all__ = [
+    "EnhanceResult",
+    "OutputFormat",
+    "load_volume",
+    "enhance",
+    "enhance_cases",
+    "find_cases",
+    "case_output",
+    "output_kind",
+    "preflight",
+]
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+#: ``adapt(image, network) -> network``: a per-volume step before inference (e.g. a self-supervised fit).
+Adapt = Callable[[MetaTensor, torch.nn.Module], torch.nn.Module]
 
 
 @dataclass
@@ -65,15 +83,8 @@ class EnhanceResult:
 def load_volume(path: str | os.PathLike, *, series: str | int | None = None, resample: bool = False) -> MetaTensor:
     """Read DICOM (a folder, DICOMDIR or DICOM file) or a ``.nii``/``.nii.gz`` file as a channel-first RAS
     MetaTensor. ``series`` picks one of several DICOM series, ``resample`` interpolates unequal slice
-    steps (see :class:`monai_sr.io.dicom_reader.DicomSeriesReader`)."""
-    path = Path(path)
-    if not is_nifti_path(path) and is_dicom_input(path):
-        return load_dicom_series(path, series=series, resample=resample)
-    if is_nifti_path(path):
-        return load_nifti(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path=path)
-    raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+    steps (see :class:`monai_sr.io.dicom_reader.DicomSeriesReader`); :func:`open_volume` reads in blocks."""
+    return open_volume(path, series=series, resample=resample).load()
 
 
 def output_kind(input_path: str | os.PathLike, output_path: str | os.PathLike) -> str:
@@ -130,6 +141,7 @@ def enhance(
     dicom_format: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    adapt: Adapt | None = None,
 ) -> EnhanceResult:
     """Super-resolve one volume and write it.
 
@@ -150,6 +162,10 @@ def enhance(
             grid along the normal (with a note) instead of refusing it.
         overwrite: replace an existing output (only after the new one is complete).
         progress: called as ``progress(stage, done, total)``.
+        adapt: ``adapt(image, network) -> network``, called once with the whole normalised input
+            (channel-first ``(1, X, Y, Z)`` MetaTensor, RAS affine, intensities divided by the robust
+            maximum) before inference: a per-volume fit (internal learning) returns the fitted network.
+            Without it a :class:`~monai_sr.inference.ScaleAwareInferer` reads the input in blocks too.
 
     Returns:
         :class:`EnhanceResult`. Nothing is left at ``output_path`` when an error is raised.
@@ -163,19 +179,34 @@ def enhance(
         if kind != "dicom":
             raise OutputError("a DICOM format was chosen but the output is NIfTI", path=output_path)
     inferer = inferer or SliceWiseInferer()
-    image = load_volume(input_path, series=series, resample=resample)
+    source = open_volume(input_path, series=series, resample=resample)  # checked, headers read, no voxels
     scale = inferer.volume_scale(network)
 
+    # Normalisation and display window from a sample of whole slices, so that a streaming run holds
+    # neither the whole input nor a normalised copy of it (DESIGN.md: memory of a few slices + the model).
+    sample = source.sample()
     norm = RobustScale()
-    normalised = MetaTensor(norm(image.as_tensor()), meta=image.meta)
+    norm(torch.from_numpy(sample))
+    window = estimate_window(sample)
+    del sample
     step = (lambda d, n: progress("super-resolve slices", d, n)) if progress else None
-    if isinstance(inferer, ScaleAwareInferer):  # finished slices go to the writer as they are made
-        result = inferer.output_geometry(normalised, network.eval())  # affine and meta, no voxels
-        planes = stream_planes(inferer.stream(normalised, network, progress=step), norm.inverse)
+    if adapt is None and isinstance(inferer, ScaleAwareInferer):  # blocks read, inferred, written in turn
+        stand_in = source.stand_in()
+        result = inferer.output_geometry(stand_in, network.eval())  # affine and meta, no voxels
+        read = lambda a, b: torch.from_numpy(source.read(a, b)) / norm.scale  # noqa: E731  (a new block)
+        planes = stream_planes(inferer.stream(stand_in, network, progress=step, read=read), norm.inverse)
     else:
-        predicted = inferer(normalised, network.eval(), progress=step)
-        result = MetaTensor(norm.inverse(predicted.as_tensor()), meta=predicted.meta)
-        planes = ((k, result[0, :, :, k].numpy()) for k in range(result.shape[3]))
+        image = source.load()
+        image.as_tensor().div_(norm.scale)  # in place: no second whole copy
+        if adapt is not None:
+            network = adapt(image, network)
+        if isinstance(inferer, ScaleAwareInferer):
+            result = inferer.output_geometry(image, network.eval())
+            planes = stream_planes(inferer.stream(image, network, progress=step), norm.inverse)
+        else:
+            predicted = inferer(image, network.eval(), progress=step)
+            result = MetaTensor(norm.inverse(predicted.as_tensor()), meta=predicted.meta)
+            planes = ((k, result[0, :, :, k].numpy()) for k in range(result.shape[3]))
 
     affine = np.asarray(result.affine, dtype=np.float64)
     if kind == "nifti":
@@ -185,7 +216,7 @@ def enhance(
         files = [str(output_path)]
     else:
         from monai_sr.io.dicom_reader import FRAMES_KEY
-        from monai_sr.io.dicom_writer import DerivedSeriesWriter, estimate_window
+        from monai_sr.io.dicom_writer import DerivedSeriesWriter
 
         name = type(network).__name__
         desc = derivation or (
@@ -193,8 +224,8 @@ def enhance(
             f"monai_sr {__version__})"
         )
         wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
-        headers = source_headers(image.meta)
-        thickness = sr_slice_thickness(acquisition_geometry(image).slice_thickness, scale, slice_axis=2)
+        headers = source_headers(source.meta)
+        thickness = sr_slice_thickness(acquisition_geometry(source.stand_in()).slice_thickness, scale, slice_axis=2)
         # streamed slice by slice: per-slice rescale; the window from the input's percentiles, which the
         # normalisation and its inverse carry over to the result's units
         with DerivedSeriesWriter(
@@ -203,9 +234,9 @@ def enhance(
             shape=result.shape[1:],
             source_headers=headers,
             derivation=desc,
-            window=estimate_window(image[0].numpy()),
+            window=window,
             slice_thickness=thickness,
-            source_frames=image.meta.get(FRAMES_KEY),
+            source_frames=source.meta.get(FRAMES_KEY),
             dicom_format=dicom_format or "classic",
             overwrite=overwrite,
             progress=wstep,
@@ -216,12 +247,123 @@ def enhance(
     return EnhanceResult(
         input=str(input_path),
         output=str(output_path),
-        input_shape=tuple(image.shape[1:]),
+        input_shape=tuple(source.shape),
         output_shape=tuple(result.shape[1:]),
-        input_spacing=tuple(geometry.spacing_from_affine(np.asarray(image.affine)).tolist()),
+        input_spacing=tuple(geometry.spacing_from_affine(source.affine).tolist()),
         output_spacing=tuple(geometry.spacing_from_affine(affine).tolist()),
         scale=scale,
         seconds=time.perf_counter() - t0,
         files=files,
-        notes=list(image.meta.get(NOTES_KEY, [])),
+        notes=list(source.meta.get(NOTES_KEY, [])),
     )
+
+
+class OutputFormat(StrEnum):
+    """Output of :func:`enhance_cases`: ``auto`` (DICOM for a DICOM case, NIfTI for a NIfTI one),
+    ``dicom`` (a derived series; DICOM cases only) or ``nifti``."""
+
+    AUTO = "auto"
+    DICOM = "dicom"
+    NIFTI = "nifti"
+
+
+def _is_dicom_file(path: Path) -> bool:
+    return path.is_file() and not is_nifti_path(path) and is_dicom_input(path)
+
+
+def find_cases(path: str | os.PathLike) -> list[Path]:
+    """The cases under ``path``, sorted by name.
+
+    ``path`` is one case (a ``.nii``/``.nii.gz`` file, a DICOM file or DICOMDIR, or a folder with DICOM
+    files directly in it: one series folder) or a folder of cases: every NIfTI file directly in it and
+    every sub-folder that holds DICOM files (at any depth) is a case. Hidden names are skipped.
+    Raises :class:`InputError` when there is nothing to read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder", path=path)
+    if path.is_file():
+        if is_nifti_path(path) or is_dicom_input(path):
+            return [path]
+        raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+    children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    if any(_is_dicom_file(p) for p in children):
+        return [path]
+    cases = [p for p in children if p.is_file() and is_nifti_path(p)]
+    for sub in (p for p in children if p.is_dir()):
+        if any(_is_dicom_file(Path(root) / f) for root, _, files in os.walk(sub) for f in files if not f.startswith(".")):
+            cases.append(sub)
+    if not cases:
+        raise InputError("no cases found: expected .nii / .nii.gz files or DICOM series folders in it", path=path)
+    return sorted(cases, key=lambda p: p.name)
+
+
+def case_output(case: Path, output_dir: Path, output_format: str) -> Path:
+    """Where :func:`enhance_cases` writes ``case``: ``output_dir/<name>.nii.gz`` or ``output_dir/<name>/``
+    (a DICOM series folder), ``<name>`` the file name without ``.nii``/``.nii.gz`` or the folder name."""
+    fmt = look_up_option(output_format, OutputFormat)
+    name = case.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    dicom_case = not is_nifti_path(case)
+    if fmt == OutputFormat.DICOM and not dicom_case:
+        raise OutputError("a DICOM series can only be written from a DICOM case; use output_format 'nifti' or 'auto'", path=case)
+    if fmt == OutputFormat.NIFTI or (fmt == OutputFormat.AUTO and not dicom_case):
+        return output_dir / f"{name}.nii.gz"
+    return output_dir / name
+
+
+def enhance_cases(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    network: torch.nn.Module,
+    inferer: Inferer | None = None,
+    adapt: Adapt | None = None,
+    output_format: str = "auto",
+    derivation: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> list[EnhanceResult]:
+    """:func:`enhance` every case of :func:`find_cases` ``(input_path)`` into the folder ``output_path``.
+
+    Each case's output path is :func:`case_output`; all of them are checked (kind, free) before the
+    first case is read, so a batch that cannot finish fails before any work. A case that fails later
+    leaves nothing of itself behind (each output is written atomically); the other cases still run, and
+    an :class:`OutputError` listing the failed cases is raised at the end.
+
+    Returns:
+        one :class:`EnhanceResult` per case, in :func:`find_cases` order.
+    """
+    cases = find_cases(input_path)
+    out_dir = Path(output_path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("output must be a folder when running cases", path=out_dir)
+    plan = [(case, case_output(case, out_dir, output_format)) for case in cases]
+    if len({dst for _, dst in plan}) != len(plan):
+        raise OutputError("two cases have the same name; their outputs would collide", path=input_path)
+    created = not out_dir.exists()
+    if created and not out_dir.parent.is_dir():
+        raise OutputError("the folder to write into does not exist", path=out_dir.parent)
+    out_dir.mkdir(exist_ok=True)
+    try:
+        for case, dst in plan:
+            preflight(case, dst, overwrite=overwrite)
+    except MonaiSRError:
+        if created:
+            out_dir.rmdir()
+        raise
+    results, failed = [], []
+    for case, dst in plan:
+        try:
+            results.append(
+                enhance(case, dst, network=network, inferer=inferer, adapt=adapt, derivation=derivation,
+                        overwrite=overwrite, progress=progress)
+            )
+        except MonaiSRError as exc:
+            logger.error("%s", exc)
+            failed.append(f"{case.name}: {exc}")
+    if failed:
+        raise OutputError(f"{len(failed)} of {len(plan)} cases failed: " + "; ".join(failed), path=input_path)
+    return results

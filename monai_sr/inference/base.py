@@ -48,6 +48,8 @@ STREAM_AXIS = 2
 CPU_MAX_BATCH = 2
 
 Progress = Callable[[int, int], None]
+#: ``read(start, stop)`` -> input slices ``start .. stop - 1`` along axis 2, ``(X, Y, stop - start)``.
+BlockReader = Callable[[int, int], "torch.Tensor | np.ndarray"]
 
 
 def network_scale(network: nn.Module) -> tuple[int, ...]:
@@ -203,14 +205,26 @@ class ScaleAwareInferer(Inferer):
         return apply_sr_geometry(stand_in, inputs, scale)
 
     def iter_blocks(
-        self, inputs: torch.Tensor, network: nn.Module, progress: Progress | None = None
+        self,
+        inputs: torch.Tensor,
+        network: nn.Module,
+        progress: Progress | None = None,
+        *,
+        read: BlockReader | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(k0, block)``: output slices ``k0 .. k0 + block.shape[2] - 1`` along axis 2, in order,
-        each block a float32 ``(sX, sY, n)`` CPU tensor; under ``torch.inference_mode``."""
+        each block a float32 ``(sX, sY, n)`` CPU tensor; under ``torch.inference_mode``.
+
+        ``read(start, stop)``, when given, supplies input slices ``start .. stop - 1`` as ``(X, Y, n)``
+        and ``inputs`` only gives the shape (e.g. ``VolumeSource.stand_in()``): the input is then never
+        held whole either (see :mod:`monai_sr.io.volume_source`)."""
         scale = self._check(inputs, network)
-        data = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
-        vol = data[0]  # (X, Y, Z), a view
-        n = vol.shape[STREAM_AXIS]
+        if read is None:
+            data = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+            vol = data[0]  # (X, Y, Z), a view
+            read = lambda a, b: vol[:, :, a:b]  # noqa: E731
+        in_shape = tuple(int(v) for v in inputs.shape[1:])
+        n = in_shape[STREAM_AXIS]
         s = scale[STREAM_AXIS]
         from monai_sr.inference.backends import torch_threads
 
@@ -223,25 +237,34 @@ class ScaleAwareInferer(Inferer):
             for start in range(0, n, step):
                 stop = min(start + step, n)
                 lo, hi = max(0, start - halo), min(n, stop + halo)
-                out = self._infer_block(vol[:, :, lo:hi], network, batch)
-                expected = tuple(int(v) * f for v, f in zip(vol[:, :, lo:hi].shape, scale))
+                x = torch.as_tensor(read(lo, hi))
+                if tuple(x.shape) != (*in_shape[:2], hi - lo):
+                    raise ValueError(f"the block reader returned shape {tuple(x.shape)} for slices [{lo}, {hi}) of {in_shape}")
+                out = self._infer_block(x, network, batch)
+                expected = tuple(int(v) * f for v, f in zip(x.shape, scale))
                 if tuple(out.shape) != expected:
                     raise ModelError(
                         f"{type(network).__name__} returned a block of shape {tuple(out.shape)}, expected {expected} "
-                        f"(input {tuple(vol[:, :, lo:hi].shape)} times scale {scale})"
+                        f"(input {tuple(x.shape)} times scale {scale})"
                     )
-                block, out = out[:, :, (start - lo) * s : (stop - lo) * s], None
+                block, out, x = out[:, :, (start - lo) * s : (stop - lo) * s], None, None
                 yield start * s, block
                 del block  # one block alive at a time: the next is made after this one is let go
                 if progress:
                     progress(stop, n)
 
     def stream(
-        self, inputs: torch.Tensor, network: nn.Module, progress: Progress | None = None
+        self,
+        inputs: torch.Tensor,
+        network: nn.Module,
+        progress: Progress | None = None,
+        *,
+        read: BlockReader | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(k, plane)`` for every output slice ``k`` along axis 2, in order: ``plane`` a float32
-        ``(column, row)`` array (the output's ``[0, :, :, k]``). Peak memory: one block plus the model."""
-        for k0, block in self.iter_blocks(inputs, network, progress):
+        ``(column, row)`` array (the output's ``[0, :, :, k]``). Peak memory: one block plus the model
+        (and the whole input unless ``read`` supplies it in blocks, see :meth:`iter_blocks`)."""
+        for k0, block in self.iter_blocks(inputs, network, progress, read=read):
             for i in range(block.shape[2]):
                 yield k0 + i, block[:, :, i].numpy().copy()  # a held plane does not pin the block
             del block

@@ -45,7 +45,16 @@ from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
 from monai_sr.io.dicom_series import Frame, find_series, lenient_reading, select_series
 
-__all__ = ["DicomSeries", "DicomSeriesReader", "scan_folder", "load_dicom_series", "source_headers"]
+__all__ = [
+    "DicomSeries",
+    "DicomSeriesReader",
+    "scan_folder",
+    "load_dicom_series",
+    "read_slices",
+    "series_meta",
+    "series_shape",
+    "source_headers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -362,8 +371,10 @@ def _frame_values(frame: Frame, cache: dict) -> np.ndarray:
     return out
 
 
-def _pixels(series: DicomSeries) -> np.ndarray:
-    """Stack the slices as float32 ``(column, row, slice)``, interpolated onto ``series.grid`` if set.
+def _pixels(series: DicomSeries, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Stack slices ``start .. stop - 1`` (all by default) as float32 ``(column, row, slice)``,
+    interpolated onto ``series.grid`` if set (then the whole grid is read; ``start``/``stop`` must be the
+    defaults).
 
     The array is Fortran-ordered: each slice ``[:, :, k]`` is one contiguous block, as it is in the files.
     """
@@ -371,10 +382,13 @@ def _pixels(series: DicomSeries) -> np.ndarray:
     rows, cols = int(ds0.Rows), int(ds0.Columns)
     cache: dict = {}
     if series.grid is None:
-        out = np.empty((len(series.frames), rows, cols), dtype=np.float32)
-        for k, frame in enumerate(series.frames):
+        frames = series.frames[start:stop]
+        out = np.empty((len(frames), rows, cols), dtype=np.float32)
+        for k, frame in enumerate(frames):
             out[k] = _frame_values(frame, cache)
         return out.transpose(2, 1, 0)
+    if (start, stop) != (0, None):
+        raise ValueError("a resampled series is read whole")
     out = np.empty((len(series.grid), rows, cols), dtype=np.float32)
     pos = series.positions
     loaded: dict[int, np.ndarray] = {}  # at most the two neighbours of the current grid slice
@@ -574,24 +588,48 @@ class DicomSeriesReader(ImageReader):
     def get_data(self, img: DicomSeries) -> tuple[np.ndarray, dict]:
         with lenient_reading(), _gc_paused():
             volume = _pixels(img)
-            affine = _affine(img)
-            headers = _headers(img)
-        meta = {
-            MetaKeys.AFFINE: affine,
-            MetaKeys.ORIGINAL_AFFINE: affine.copy(),
-            MetaKeys.SPATIAL_SHAPE: np.asarray(volume.shape),
-            MetaKeys.SPACE: SpaceKeys.RAS,
-            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
-            "filename_or_obj": str(img.folder),
-            HEADERS_KEY: headers,
-            FILES_KEY: [str(p) for p in img.files],
-            NOTES_KEY: list(img.notes),
-        }
-        if any(f.index is not None for f in img.frames):
-            meta[FRAMES_KEY] = [None if f.index is None else f.index + 1 for f in img.frames]
-        for note in img.notes:
-            logger.info("%s: %s", img.folder, note)
-        return volume, meta
+        return volume, series_meta(img)
+
+
+def series_shape(series: DicomSeries) -> tuple[int, int, int]:
+    """``(columns, rows, slices)`` of the volume :func:`_pixels` makes, without reading pixels."""
+    ds0 = series.frames[0].dataset
+    n = len(series.grid) if series.grid is not None else len(series.frames)
+    return int(ds0.Columns), int(ds0.Rows), n
+
+
+def series_meta(series: DicomSeries) -> dict:
+    """The MetaTensor meta of the series' volume (affine, shape, source headers, files, notes): what
+    :meth:`DicomSeriesReader.get_data` returns beside the voxels, made without reading any pixels."""
+    with lenient_reading(), _gc_paused():
+        affine = _affine(series)
+        headers = _headers(series)
+    meta = {
+        MetaKeys.AFFINE: affine,
+        MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+        MetaKeys.SPATIAL_SHAPE: np.asarray(series_shape(series)),
+        MetaKeys.SPACE: SpaceKeys.RAS,
+        MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+        "filename_or_obj": str(series.folder),
+        HEADERS_KEY: headers,
+        FILES_KEY: [str(p) for p in series.files],
+        NOTES_KEY: list(series.notes),
+    }
+    if any(f.index is not None for f in series.frames):
+        meta[FRAMES_KEY] = [None if f.index is None else f.index + 1 for f in series.frames]
+    for note in series.notes:
+        logger.info("%s: %s", series.folder, note)
+    return meta
+
+
+def read_slices(series: DicomSeries, start: int, stop: int) -> np.ndarray:
+    """Slices ``start .. stop - 1`` of the series' volume as float32 ``(column, row, stop - start)``, read
+    from the files now (a block of what :func:`load_dicom_series` returns, without reading the rest).
+    A resampled series (``series.grid`` set) is read whole and cut."""
+    with lenient_reading(), _gc_paused():
+        if series.grid is not None:
+            return np.ascontiguousarray(_pixels(series)[:, :, start:stop])
+        return _pixels(series, start, stop)
 
 
 def load_dicom_series(

@@ -13,7 +13,7 @@ from monai_sr import geometry
 from monai_sr.errors import InputError
 from monai_sr.io.atomic import atomic_output
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "load_nifti", "save_nifti"]
+__all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "check_nifti_shape", "load_nifti", "save_nifti"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -38,12 +38,22 @@ def load_nifti(path: str | os.PathLike) -> MetaTensor:
         img = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=False, dtype=np.float32)(str(path))
     except Exception as exc:  # nibabel raises many types on damaged files
         raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path=path) from exc
-    if img.ndim == 4 and img.shape[3] == 1:
+    check_nifti_shape(tuple(img.shape), path)
+    if img.ndim == 4:
         img = img[..., 0]
-    if img.ndim != 3 or min(img.shape) < 1:
-        raise InputError(f"expected a 3D volume, got an image of shape {tuple(img.shape)}", path=path)
     geometry.check_affine(img.affine.numpy(), orthogonal=False)
     return img.unsqueeze(0)
+
+
+def check_nifti_shape(shape: tuple[int, ...], path: str | os.PathLike) -> tuple[int, int, int]:
+    """The ``(X, Y, Z)`` of an image of ``shape`` (a trailing singleton 4th dimension dropped); 2D images
+    and several volumes are an :class:`InputError` naming ``path``."""
+    shape = tuple(int(v) for v in shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"expected a 3D volume, got an image of shape {shape}", path=path)
+    return shape  # type: ignore[return-value]
 
 
 def save_nifti(image: MetaTensor, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
