@@ -58,7 +58,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     try:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
-            dicom_format=args.dicom_format, series=args.series, resample=args.resample,
+            adapt=parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
             overwrite=args.overwrite, progress=progress,
         )
     finally:
