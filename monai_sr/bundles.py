@@ -1,22 +1,46 @@
-"""Find a bundle by name or path and build its inference parts through MONAI's ConfigParser.
+"""Find a bundle by name or path, build its inference parts through MONAI's ConfigParser, and check it.
 
 ``monai-sr enhance --bundle NAME`` and ``python -m monai.bundle run`` read the same
-``configs/inference.json``: this module asks the parser for the same ``network``, ``load_weights`` and
-``inferer`` entries that the config's ``run`` list uses.
+``configs/inference.json``: this module asks the parser for the same ``network``, ``load_weights``,
+``inferer`` and ``adapt`` entries that the config's ``run`` list uses.
+
+Checks (used by ``tests/bundles/test_bundle_spec.py`` for every bundle):
+
+- :func:`verify_metadata_offline`: MONAI's ``verify_metadata`` against the schema kept in
+  ``data_specs/bundle_schema/`` (the file named by the metadata's ``schema`` URL), no download;
+- :func:`check_sr_shape`: the network's output spatial shape is the input's times the scale that
+  ``network_data_format`` declares (``"2*H"``: twice the input along that axis; ``"H"``: unchanged).
+  MONAI's ``verify_net_in_out`` checks channels and dtype only.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import os
+import operator
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monai_sr.errors import ModelError
 
-__all__ = ["BUNDLES_ENV", "DEFAULT_BUNDLE", "bundle_search_dirs", "find_bundle", "load_inference_parts"]
+__all__ = [
+    "BUNDLES_ENV",
+    "DEFAULT_BUNDLE",
+    "SCHEMA_DIR",
+    "bundle_search_dirs",
+    "find_bundle",
+    "load_inference_parts",
+    "schema_path",
+    "verify_metadata_offline",
+    "declared_output_shape",
+    "check_sr_shape",
+]
 
 BUNDLES_ENV = "MONAI_SR_BUNDLES"
 DEFAULT_BUNDLE = "mri_sr_unet"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data_specs" / "bundle_schema"
 
 
 def bundle_search_dirs() -> list[Path]:
@@ -47,8 +71,12 @@ def find_bundle(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_inference_parts(name_or_path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
-    """Parse the bundle's inference config and return ``{"network", "inferer", "bundle_root", "parser"}``
-    with the weights loaded (by the config's own ``load_weights`` expression)."""
+    """Parse the bundle's inference config and return ``{"network", "inferer", "adapt", "bundle_root",
+    "parser"}`` with the weights loaded (by the config's own ``load_weights`` expression).
+
+    ``adapt`` is the config's per-volume fit hook for :func:`monai_sr.pipeline.enhance` (``None`` when
+    the config has none or its switch, e.g. ``internal_learning``, is off); ``overrides`` set config
+    ids before parsing, e.g. ``internal_learning=True``."""
     from monai.bundle import ConfigParser
 
     root = find_bundle(name_or_path)
@@ -64,6 +92,130 @@ def load_inference_parts(name_or_path: str | os.PathLike, **overrides: Any) -> d
         parser.get_parsed_content("load_weights")
         network = parser.get_parsed_content("network")
         inferer = parser.get_parsed_content("inferer")
+        adapt = parser.get_parsed_content("adapt") if "adapt" in parser else None
     except Exception as exc:
         raise ModelError(f"cannot build the bundle's network ({type(exc).__name__}: {exc})", path=root) from exc
-    return {"network": network.eval(), "inferer": inferer, "bundle_root": root, "parser": parser}
+    return {"network": network.eval(), "inferer": inferer, "adapt": adapt, "bundle_root": root, "parser": parser}
+
+
+def schema_path(url: str) -> Path:
+    """The repository's copy of the metadata schema at ``url`` (same file name, in :data:`SCHEMA_DIR`)."""
+    path = SCHEMA_DIR / url.rstrip("/").rsplit("/", 1)[-1]
+    if not path.is_file():
+        kept = sorted(p.name for p in SCHEMA_DIR.glob("*.json"))
+        raise ModelError(f"no local copy of the metadata schema {url}; kept: {', '.join(kept) or 'none'}", path=path)
+    return path
+
+
+def verify_metadata_offline(name_or_path: str | os.PathLike) -> Path:
+    """Run MONAI's ``verify_metadata`` on the bundle's ``configs/metadata.json`` against the local copy
+    of its schema, checked against its md5 in ``schemas.json`` (``verify_metadata`` downloads only when
+    ``filepath`` does not exist yet). Raises
+    MONAI's ``ValueError`` on a schema violation; returns the schema path used."""
+    from monai.bundle import verify_metadata
+
+    meta_file = find_bundle(name_or_path) / "configs" / "metadata.json"
+    schema = schema_path(json.loads(meta_file.read_text())["schema"])
+    manifest = json.loads((SCHEMA_DIR / "schemas.json").read_text())["files"].get(schema.name, {})
+    verify_metadata(meta_file=str(meta_file), filepath=str(schema), create_dir=False, hash_val=manifest.get("md5"))
+    return schema
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}
+
+
+def _eval_size(token: str, names: Mapping[str, int], default: int | None) -> int:
+    """Evaluate a shape token like ``"2*H"``, ``"16*n"``, ``"H"`` with integer arithmetic only (no eval).
+    ``n`` and ``p`` take their values from ``names``; any other name is ``default`` (the input size)."""
+
+    def ev(node: ast.AST) -> int:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in names:
+                return names[node.id]
+            if default is None:
+                raise ValueError(f"shape token {token!r}: only n and p may name a size here")
+            return default
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError(f"unsupported shape token {token!r}")
+
+    return int(ev(ast.parse(token.strip(), mode="eval")))
+
+
+def _io(meta: Mapping[str, Any], key: str | None, which: str) -> Mapping[str, Any]:
+    entries = meta["network_data_format"][which]
+    return entries[key] if key is not None else next(iter(entries.values()))
+
+
+def declared_output_shape(
+    meta: Mapping[str, Any], input_spatial: Sequence[int], *, n: int = 1, p: int = 1, output_key: str | None = None
+) -> tuple[int, ...]:
+    """The output spatial shape that ``meta["network_data_format"]`` declares for ``input_spatial``.
+
+    Output tokens: an int (a fixed size), or an expression of the input size along the same axis
+    (any name other than ``n``/``p``: ``"2*H"``, ``"H"``) and of ``n``/``p`` (MONAI's
+    ``verify_net_in_out`` variables, e.g. input ``"16*n"`` with output ``"32*n"``). ``"*"`` states no
+    size, so it is refused: an SR bundle must declare its scale."""
+    tokens = _io(meta, output_key, "outputs")["spatial_shape"]
+    if len(tokens) != len(input_spatial):
+        raise ModelError(f"output spatial_shape {tokens} and input shape {tuple(input_spatial)} differ in length")
+    out = []
+    for token, size in zip(tokens, input_spatial):
+        if isinstance(token, int):
+            out.append(token)
+        elif token.strip() == "*":
+            raise ModelError(f"output spatial_shape {tokens} does not state the scale ('*'); write e.g. '2*H' or 'H'")
+        else:
+            out.append(_eval_size(token, {"n": n, "p": p}, int(size)))
+    return tuple(out)
+
+
+def check_sr_shape(
+    name_or_path: str | os.PathLike,
+    *,
+    config: str = "inference.json",
+    net_id: str = "network_def",
+    n: int = 3,
+    p: int = 1,
+    any: int = 37,  # noqa: A002 - MONAI's verify_net_in_out name
+    input_key: str | None = None,
+    output_key: str | None = None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Build the bundle's network (random weights) and check ``output spatial = input spatial x scale``
+    as declared in ``configs/metadata.json`` (see :func:`declared_output_shape`).
+
+    The input shape comes from the metadata as in MONAI's ``verify_net_in_out`` (``"*"`` -> ``any``,
+    ``n``/``p`` substituted); odd defaults (``any=37``, ``n=3``) catch networks that only work on even
+    sizes. Returns ``(input shape, output shape)`` as ``(N, C, *spatial)``; raises :class:`ModelError`
+    on a mismatch of shape or channel count.
+    """
+    import torch
+    from monai.bundle import ConfigParser
+
+    root = find_bundle(name_or_path)
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / config))
+    parser["bundle_root"] = str(root)
+    net = parser.get_parsed_content(net_id).to("cpu").eval()
+    inp = _io(meta, input_key, "inputs")
+    out_meta = _io(meta, output_key, "outputs")
+    spatial = tuple(
+        t if isinstance(t, int) else any if t.strip() == "*" else _eval_size(t, {"n": n, "p": p}, any)
+        for t in inp["spatial_shape"]
+    )
+    x = torch.rand(2, int(inp["num_channels"]), *spatial)
+    with torch.no_grad():
+        y = net(x)
+    expected = (2, int(out_meta["num_channels"]), *declared_output_shape(meta, spatial, n=n, p=p, output_key=output_key))
+    if tuple(y.shape) != expected:
+        raise ModelError(
+            f"network output {tuple(y.shape)} for input {tuple(x.shape)} does not match the declared {expected} "
+            f"(metadata output spatial_shape {out_meta['spatial_shape']})",
+            path=root,
+        )
+    return tuple(x.shape), tuple(y.shape)

@@ -271,8 +271,9 @@ class RandomPairDataset(Dataset):
 class SliceDataset(Dataset):
     """Whole 2D slices along ``axis`` (every ``step``-th) of held-out volumes as pairs, for validation.
 
-    Item ``n`` is ``make_pair.slice_pair(slice, np.random.default_rng([seed, n]))``: fixed across epochs
-    and runs. Slices differ in size between volumes, so use ``batch_size=1``.
+    Item ``n`` is ``make_pair.slice_pair(slice, np.random.default_rng([seed, n]))`` plus ``"slice_id"``
+    (``"volume{v}_axis{axis}_slice{k}"``, for per-slice metric tables): fixed across epochs and runs.
+    Slices differ in size between volumes, so use ``batch_size=1``.
     """
 
     def __init__(
@@ -293,4 +294,5 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, n: int) -> Pair:
         v, k = self.index[n]
-        return self.make_pair.slice_pair(np.take(self.volumes[v], k, axis=self.axis), np.random.default_rng([self.seed, n]))
+        pair = self.make_pair.slice_pair(np.take(self.volumes[v], k, axis=self.axis), np.random.default_rng([self.seed, n]))
+        return {**pair, "slice_id": f"volume{v}_axis{self.axis}_slice{k:03d}"}

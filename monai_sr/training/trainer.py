@@ -10,6 +10,8 @@
   use MONAI's own ``amp=True`` (fp16 autocast + GradScaler) and leave this wrapper disabled.
 - :class:`ProgressivePatch`: sets the training dataset's epoch (fresh random pairs each epoch) and its
   patch size from a schedule such as ``{0: 32, 5: 64}`` (epoch -> input pixels; small patches first).
+- :class:`InterpolatedInput`: an evaluator ``output_transform`` that scores plain interpolation of the
+  input (the bicubic baseline) with the same metric handler as the network.
 - :class:`RunRecord`: logs the seed and versions when training starts and rides in the checkpoint
   (``CheckpointSaver(save_dict={..., "run": record})``), so a checkpoint says how it was made and a
   resumed run checks that it continues with the same seed.
@@ -33,7 +35,7 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-__all__ = ["AutocastInferer", "ProgressivePatch", "RunRecord", "autocast_dtype"]
+__all__ = ["AutocastInferer", "ProgressivePatch", "RunRecord", "InterpolatedInput", "autocast_dtype"]
 
 LOG = logging.getLogger("monai_sr.training")
 
@@ -163,3 +165,32 @@ class RunRecord:
     def __call__(self, engine) -> None:
         LOG.info("run record: %s", self.state_dict())
         engine.state.run_record = self.state_dict()
+
+
+class InterpolatedInput:
+    """Metric ``output_transform``: ``(interpolate(image), label)`` per item of a decollated output.
+
+    With ``PeakSignalToNoiseRatio(output_transform=InterpolatedInput(2))`` an evaluator reports the
+    bicubic baseline beside the network. ``align_corners=False`` puts output pixel ``j`` at input index
+    ``(j + 0.5) / s - 0.5``, the package's field-of-view rule (the SR-UNet's own residual path).
+
+    Args:
+        scale: per spatial axis factor (an int for all axes).
+        mode: ``torch.nn.functional.interpolate`` mode (``"bicubic"`` for 2D).
+    """
+
+    def __init__(self, scale: int | tuple[int, ...] = 2, mode: str = "bicubic") -> None:
+        self.scale = scale
+        self.mode = mode
+
+    def __call__(self, output: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        import torch.nn.functional as F
+
+        items = output if isinstance(output, list) else [output]
+        preds, labels = [], []
+        for item in items:
+            x = item["image"]
+            sf = self.scale if isinstance(self.scale, int) else tuple(self.scale)
+            preds.append(F.interpolate(x[None].float(), scale_factor=sf, mode=self.mode, align_corners=False)[0])
+            labels.append(item["label"])
+        return preds, labels
