@@ -1,4 +1,6 @@
-"""ONNX Runtime and int8 against the fp32 torch path: speed ratio and PSNR cost on real slices.
+"""ONNX Runtime, int8 and bf16 autocast against the fp32 torch path: speed ratio and PSNR cost on real
+slices (bf16: ``SliceWiseInferer(amp="bf16")``, torch's CPU autocast; oneDNN uses AVX512-BF16 where the
+CPU has it).
 
 Speed: 24 slices of 256 x 256 (the W1 input size) through ``SliceWiseInferer`` with each backend.
 Quality: 24 axial 256 x 256 slices of Colin27 (1 mm, held-out subject) as reference, their 2 x 2 means as
@@ -52,10 +54,12 @@ def main() -> None:
                 quantize_onnx_int8(f32, Path(tmp) / "d8.onnx"), scale=net.scale),
         }
         rows = []
-        for name, model in backends.items():
-            inferer(big[..., :2], model)  # warm-up
-            _, dt = timed(inferer, big, model)
-            sr = inferer(lr_vol, model)[0]
+        runs = [(name, model, inferer) for name, model in backends.items()]
+        runs.insert(1, ("torch bf16 autocast", net, SliceWiseInferer(batch_size=2, amp="bf16")))
+        for name, model, inf in runs:
+            inf(big[..., :2], model)  # warm-up
+            _, dt = timed(inf, big, model)
+            sr = inf(lr_vol, model)[0]
             mse = ((sr - hr) ** 2).mean(dim=(0, 1)).numpy()
             rows.append((name, dt, float(np.mean(psnr_from_mse(mse, 1.0)))))
     bicubic = F.interpolate(lr[:, None], scale_factor=2.0, mode="bicubic", align_corners=False)[:, 0]

@@ -76,6 +76,12 @@ def main() -> None:
 
     res, t_ours = timed(enhance, series, ours_dir, network=net_ours, inferer=inferer)
     _, t_base = timed(baseline, series, base_dir, net_base)
+    # the same with bf16 autocast (its PSNR cost: inference_backends.py)
+    bf16_dir = args.workdir / "w1_bf16"
+    shutil.rmtree(bf16_dir, ignore_errors=True)
+    bf16 = SliceWiseInferer(batch_size="auto", memory_budget=args.budget, amp="bf16")
+    _, t_bf16 = timed(enhance, series, bf16_dir, network=net_ours, inferer=bf16)
+    shutil.rmtree(bf16_dir, ignore_errors=True)
 
     flops = count_flops(net_base, (1, 1, 256, 256)) * args.slices
     peak = conv_peak_gflops()
@@ -88,6 +94,7 @@ def main() -> None:
     print(f"  ours end to end (read, infer, write DICOM)     {t_ours:7.2f} s")
     print(f"  MONAI sliding window end to end (roi 64, 0.25) {t_base:7.2f} s")
     print(f"  speed-up end to end                            {t_base / t_ours:7.2f} x   (goal >= 2)")
+    print(f"  ours with bf16 autocast end to end             {t_bf16:7.2f} s  -> {t_base / t_bf16:.2f} x the fp32 baseline")
     print(f"  our inference alone                            {t_inf:7.2f} s  ({flops / t_inf / 1e9:.1f} GFLOP/s)")
     print(f"  network FLOPs {flops / 1e9:.0f} GFLOP; measured conv2d peak {peak:.1f} GFLOP/s; limit {t_limit:.2f} s")
     print(f"  fraction of FLOP limit: inference {t_limit / t_inf:.0%}, end to end {t_limit / t_ours:.0%}   (goal >= 60%)")
