@@ -145,3 +145,22 @@ def test_dict_twin_and_bad_input(colin):
         EstimateNoise()(noisy[None, None, :, :, None])
     with pytest.raises(ValueError, match="wavelet"):
         EstimateNoise("wavlet")
+
+
+def test_report_noise_adapt_hook(colin):
+    """As enhance's adapt hook: the network comes back untouched, each case's sigma is recorded (as a
+    fraction of the bright signal of the normalised input), the wavelet method stands in without air."""
+    from monai_sr.transforms.noise import ReportNoise
+
+    net = torch.nn.Identity()
+    report = ReportNoise()
+    noisy = _noisy(colin, 0.05)
+    img = MetaTensor(torch.from_numpy(noisy[None]), meta={"filename_or_obj": "case_a.nii.gz"})
+    assert report(img, net) is net
+    inside = MetaTensor(torch.from_numpy(noisy[None, 60:120, 80:140, :].copy()), meta={"filename_or_obj": "case_b"})
+    report(inside, net)
+    (a, b) = report.records
+    assert a["source"] == "case_a.nii.gz" and a["method"] == "background" and a["sigma"] == pytest.approx(0.05, rel=0.03)
+    assert b["method"] == "wavelet" and b["sigma"] == pytest.approx(0.05, rel=0.1)
+    assert img.meta[NOISE_SIGMA_KEY] == [a["sigma"]]
+    assert "case_a.nii.gz: noise sigma 5.0" in report.summary()
