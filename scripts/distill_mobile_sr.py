@@ -42,6 +42,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -178,6 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     e = sub.add_parser("evaluate", help="score all on held-out Colin27")
     e.add_argument("--runs", default="runs/distill", help="folder with teacher/, student_plain/, student_kd/")
     e.add_argument("--data-dir", default="/work/shared/data")
+    e.add_argument("--suffix", default="", help="score student_plain<SUFFIX> and student_kd<SUFFIX> (other budgets)")
     e.add_argument("--json", default="docs/distillation_results.json")
     e.add_argument("--timing-rounds", type=int, default=9)
     args = p.parse_args(argv)
@@ -358,14 +360,18 @@ def predict(net: nn.Module | None, lr: np.ndarray, batch: int = 8) -> np.ndarray
     return np.moveaxis(torch.cat(outs)[:, 0].numpy(), 0, 2)
 
 
-def time_per_slice(methods: dict[str, nn.Module | None], rounds: int, size: int = 256) -> dict[str, float]:
+def time_per_slice(methods: dict[str, nn.Module | None], rounds: int, size: int = 256,
+                   channels_last: bool = False) -> dict[str, float]:
     """Median seconds per ``(1, 1, size, size)`` input, one thread, runs interleaved across methods so a
-    change of machine load hits all of them alike; two warm-up runs each."""
-    x = torch.rand(1, 1, size, size)
-    times: dict[str, list[float]] = {k: [] for k in methods}
+    change of machine load hits all of them alike; two warm-up runs each. ``channels_last``: input and
+    weights in NHWC (``torch.channels_last``), which oneDNN's CPU convolutions prefer."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.rand(1, 1, size, size).contiguous(memory_format=fmt)
+    nets = {k: (None if n is None else copy.deepcopy(n).to(memory_format=fmt)) for k, n in methods.items()}
+    times: dict[str, list[float]] = {k: [] for k in nets}
     with torch.inference_mode():
         for r in range(rounds + 2):
-            for name, net in methods.items():
+            for name, net in nets.items():
                 t = time.perf_counter()
                 (F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False) if net is None else net(x))
                 if r >= 2:
@@ -383,8 +389,8 @@ def evaluate(args: argparse.Namespace) -> None:
     methods: dict[str, nn.Module | None] = {
         "bicubic": None,
         "teacher (RCAN)": load_weights(make_teacher(), runs / "teacher" / "final.pt").eval(),
-        "MobileSR without KD": load_weights(make_student(), runs / "student_plain" / "final.pt").eval(),
-        "MobileSR with KD": load_weights(make_student(), runs / "student_kd" / "final.pt").eval(),
+        "MobileSR without KD": load_weights(make_student(), runs / f"student_plain{args.suffix}" / "final.pt").eval(),
+        "MobileSR with KD": load_weights(make_student(), runs / f"student_kd{args.suffix}" / "final.pt").eval(),
     }
     lr, hr, ks = colin27_slices(args.data_dir)
     mask = head_mask(hr)
@@ -393,6 +399,7 @@ def evaluate(args: argparse.Namespace) -> None:
     preds = {name: predict(net, lr) for name, net in methods.items()}
     preds["zero-filled k-space (sinc)"] = fourier_resample(lr, hr.shape[:2], (0, 1)).astype(np.float32)
     timing = time_per_slice(methods, args.timing_rounds)
+    timing_cl = time_per_slice(methods, args.timing_rounds, channels_last=True)
     results: dict[str, dict] = {}
     for name, pred in preds.items():
         m = slice_metrics(pred, hr, data_range=data_range, mask=mask, axis=2)
@@ -407,9 +414,11 @@ def evaluate(args: argparse.Namespace) -> None:
             "parameters": count_parameters(net) if net is not None else 0,
             "flops_256": count_flops(net, (1, 1, 256, 256)) if net is not None else None,
             "cpu_seconds_256": timing.get(name),
+            "cpu_seconds_256_channels_last": timing_cl.get(name),
         }
-        LOG.info("%-28s PSNR %.3f dB  SSIM %.4f  params %s  time %s", name, results[name]["psnr_pooled"],
-                 results[name]["ssim_pooled"], results[name]["parameters"], results[name]["cpu_seconds_256"])
+        LOG.info("%-28s PSNR %.3f dB  SSIM %.4f  params %s  time %s s (channels-last %s s)", name,
+                 results[name]["psnr_pooled"], results[name]["ssim_pooled"], results[name]["parameters"],
+                 results[name]["cpu_seconds_256"], results[name]["cpu_seconds_256_channels_last"])
     kd = np.array(results["MobileSR with KD"]["psnr_per_slice"])
     plain = np.array(results["MobileSR without KD"]["psnr_per_slice"])
     diff = kd - plain
@@ -422,11 +431,11 @@ def evaluate(args: argparse.Namespace) -> None:
     LOG.info("KD - plain per slice: %+.3f +- %.3f dB, KD better on %d of %d slices", summary["kd_minus_plain_psnr_mean"],
              summary["kd_minus_plain_psnr_std"], summary["kd_better_slices"], len(ks))
     training = {}
-    for run in ("teacher", "student_plain", "student_kd"):
+    for run in ("teacher", f"student_plain{args.suffix}", f"student_kd{args.suffix}"):
         log = runs / run / "train.log"
         training[run] = _training_summary(log) if log.exists() else None
     out = {
-        "command": "python scripts/distill_mobile_sr.py " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
+        "command": "python scripts/distill_mobile_sr.py " + " ".join(sys.argv[1:]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_model()}, torch {torch.__version__}, 1 thread",
         "evaluation": {"volume": COLIN27, "slices": ks, "in_plane_factor": 2, "degradation": "k-space truncation",

@@ -164,3 +164,50 @@ def test_trainer_refuses_shared_parameters(pairs):
 def test_freeze():
     net = freeze(tiny_teacher().train())
     assert not net.training and not any(p.requires_grad for p in net.parameters())
+
+
+# ------------------------------------------------------------------- scripts/distill_mobile_sr.py pieces
+
+
+def _script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "distill_mobile_sr.py"
+    spec = importlib.util.spec_from_file_location("distill_mobile_sr", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cached_pairs_equal_the_shared_pair_maker():
+    """The script's cached pair maker draws exactly the pairs of InPlaneSRPairs (noise off: bitwise)."""
+    if not MNI152.exists():
+        pytest.skip(f"{MNI152} is not available")
+    from monai_sr.training.datasets import InPlaneSRPairs, RandomPairDataset, load_training_volumes
+
+    volumes = load_training_volumes(names=(MNI152.name,), data_dir=MNI152.parent)
+    cached = _script().cached_pairs_class()
+    a = RandomPairDataset(volumes, InPlaneSRPairs(factor=2, noise_prob=0.0), length=12, patch=16, seed=3)
+    b = RandomPairDataset(volumes, cached(factor=2, noise_prob=0.0), length=12, patch=16, seed=3)
+    for i in range(12):
+        assert torch.equal(a[i]["image"], b[i]["image"]) and torch.equal(a[i]["label"], b[i]["label"])
+    noisy = RandomPairDataset(volumes, cached(factor=2, noise_prob=1.0), length=2, patch=16, seed=3)
+    assert not torch.equal(noisy[0]["image"], b[0]["image"])  # the noise is drawn (on the LR crop)
+
+
+@pytest.mark.slow
+def test_script_student_runs_and_resumes(tmp_path):
+    """Two tiny distillation runs: the second resumes from the first's checkpoint and finishes."""
+    if not MNI152.exists():
+        pytest.skip(f"{MNI152} is not available")
+    script = _script()
+    torch.save(script.make_teacher().state_dict(), tmp_path / "teacher.pt")
+    common = ["student", "--out", str(tmp_path / "kd"), "--epoch-length", "1", "--batch-size", "2", "--patch", "8",
+              "--teacher", str(tmp_path / "teacher.pt"), "--kd-weight", "1", "--resume"]
+    script.main([*common, "--steps", "2"])
+    assert script.newest_checkpoint(tmp_path / "kd").name.endswith("epoch=2.pt")
+    script.main([*common, "--steps", "3"])
+    log = (tmp_path / "kd" / "train.log").read_text()
+    assert "resuming from" in log and "done: 3 steps" in log
+    state = torch.load(tmp_path / "kd" / "final.pt", weights_only=True)
+    script.make_student().load_state_dict(state)
