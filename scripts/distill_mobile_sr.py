@@ -240,16 +240,40 @@ def newest_checkpoint(out: Path) -> Path | None:
 
 
 def train(args: argparse.Namespace) -> None:
+    """Train the teacher or a student (see the module docstring); logs to ``OUT/train.log``."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = _log_to(out / "train.log")
+    try:
+        _train(args, out)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+
+
+def _log_to(path: Path) -> logging.Handler:
+    """Send the root logger's INFO records (ours and MONAI's handlers') to ``path`` and to stdout (when
+    nothing else prints them); returns the file handler, to be removed when the run ends."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(message)s")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+    return handler
+
+
+def _train(args: argparse.Namespace, out: Path) -> None:
     from ignite.engine import Events
     from monai.handlers import CheckpointLoader, CheckpointSaver
 
     from monai_sr.training.distill import TEACHER_PRED
     from monai_sr.training.trainer import RunRecord
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.FileHandler(out / "train.log"), logging.StreamHandler(sys.stdout)])
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)  # same seed -> same initial weights of the two students
     LOG.info("args: %s", json.dumps(vars(args)))
