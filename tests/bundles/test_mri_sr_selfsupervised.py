@@ -110,3 +110,23 @@ def test_fit_switch_off(cases, tmp_path):
     wf.finalize()
     assert wf.parser.get_parsed_content("through_plane_fit").records == []
     assert nib.load(out / "volume.nii.gz").shape == tuple(n * s for n, s in zip(src.shape[1:], SCALE))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    """train.json + multi_gpu_train.json under torchrun (2 processes, gloo on CPU), tiny overrides."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+           "--config_file", "['configs/train.json','configs/multi_gpu_train.json']", "--logging_file", "configs/logging.conf",
+           "--bundle_root", ".", "--output_dir", str(out), "--epoch_length", "2", "--batch_size", "2", "--max_epochs", "1",
+           "--patch_schedule", "{'0': 8}", "--validate#dataset#step", "1000", "--num_threads", "1", "--val_interval", "1"]
+    run = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
