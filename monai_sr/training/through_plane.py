@@ -176,8 +176,8 @@ class ThroughPlanePairs:
         factors = {s.factor for s in stacks}
         if len(factors) != 1:
             raise ValueError(f"stacks must share one factor, got {sorted(factors)}")
-        # a plane smaller than the crop is used whole-size-clipped: crop sizes adapt to the smallest plane
-        fits = [s for s in stacks if s.lr.shape[1] >= 1 and s.lr.shape[2] >= 1]
+        # planes smaller than the crop (a small input): the crop shrinks to the smallest plane
+        fits = list(stacks)
         size = (min(size[0], min(s.lr.shape[1] for s in fits)), min(size[1], min(s.lr.shape[2] for s in fits)))
         self.stacks = fits
         w = np.array([s.lr.shape[0] * (s.lr.shape[1] - size[0] + 1) * (s.lr.shape[2] - size[1] + 1) for s in fits], np.float64)
