@@ -95,13 +95,13 @@ def test_dicom_output_is_a_derived_series_saying_denoised(small_series, tmp_path
 
 @pytest.mark.skipif(not COLIN.is_file(), reason="shared Colin27 volume not present")
 def test_denoises_a_real_noisy_slab_and_reports_its_noise(tmp_path):
-    """Colin27 (held out from training), 8 axial slices, Rician noise at 5% of the bright signal: the
+    """Colin27 (held out from training), 4 whole axial slices, Rician noise at 5% of the bright signal: the
     bundle's output is much closer to the clean slab than the noisy input, and the reported noise
     level is close to the 5% that was added."""
     img = nib.as_closest_canonical(nib.load(str(COLIN)))
     vol = np.asarray(img.dataobj, dtype=np.float32)
     bright = robust_max(vol)
-    clean = vol[:, :, 86:94]
+    clean = np.ascontiguousarray(vol[:, :, 88:92])
     noisy = rician_noise(clean, 0.05 * bright, np.random.default_rng(7))
     (tmp_path / "in").mkdir()
     nib.save(nib.Nifti1Image(noisy, img.affine), str(tmp_path / "in" / "colin_noisy.nii.gz"))
@@ -110,7 +110,7 @@ def test_denoises_a_real_noisy_slab_and_reports_its_noise(tmp_path):
     report = wf.parser.get_parsed_content("noise_report")
     wf.finalize()
     den = np.asarray(nib.load(str(tmp_path / "out" / "colin_noisy.nii.gz")).dataobj, dtype=np.float32)
-    mask = head_mask(clean)
+    mask = head_mask(vol)[:, :, 88:92]  # of the whole volume: a 4-slice mask would erode away in z
     before = psnr(noisy, clean, data_range=bright, mask=mask)
     after = psnr(den, clean, data_range=bright, mask=mask)
     assert after > before + 4.0, (before, after)
