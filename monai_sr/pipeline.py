@@ -165,6 +165,7 @@ def enhance(
         adapt: ``adapt(image, network) -> network``, called once with the whole normalised input
             (channel-first ``(1, X, Y, Z)`` MetaTensor, RAS affine, intensities divided by the robust
             maximum) before inference: a per-volume fit (internal learning) returns the fitted network.
+            Strings the hook appends to ``image.meta["monai_sr_notes"]`` end up in the result's notes.
             Without it a :class:`~monai_sr.inference.ScaleAwareInferer` reads the input in blocks too.
 
     Returns:
@@ -180,6 +181,7 @@ def enhance(
             raise OutputError("a DICOM format was chosen but the output is NIfTI", path=output_path)
     inferer = inferer or SliceWiseInferer()
     source = open_volume(input_path, series=series, resample=resample)  # checked, headers read, no voxels
+    notes = list(source.meta.get(NOTES_KEY, []))
     scale = inferer.volume_scale(network)
 
     # Normalisation and display window from a sample of whole slices, so that a streaming run holds
@@ -199,7 +201,9 @@ def enhance(
         image = source.load()
         image.as_tensor().div_(norm.scale)  # in place: no second whole copy
         if adapt is not None:
+            image.meta[NOTES_KEY] = list(image.meta.get(NOTES_KEY, []))  # the hook may add its own notes
             network = adapt(image, network)
+            notes = image.meta[NOTES_KEY]
         if isinstance(inferer, ScaleAwareInferer):
             result = inferer.output_geometry(image, network.eval())
             planes = stream_planes(inferer.stream(image, network, progress=step), norm.inverse)
@@ -254,7 +258,7 @@ def enhance(
         scale=scale,
         seconds=time.perf_counter() - t0,
         files=files,
-        notes=list(source.meta.get(NOTES_KEY, [])),
+        notes=list(notes),
     )
 
 

@@ -95,3 +95,12 @@ def test_adapt_sees_the_normalised_volume_and_its_network_is_used(small_series, 
     a, b = nib.load(tmp_path / "a.nii.gz").get_fdata(), nib.load(tmp_path / "b.nii.gz").get_fdata()
     np.testing.assert_allclose(b, 2 * a, rtol=1e-4, atol=1e-3)
     assert base.output_shape == tuple(2 * n if i < 2 else n for i, n in enumerate(src.shape[1:]))
+
+
+def test_notes_of_the_adapt_hook_reach_the_result(small_series, tmp_path):
+    def adapt(image, network):
+        image.meta["monai_sr_notes"].append("fitted for 0 steps")
+        return network
+
+    res = enhance(small_series, tmp_path / "n.nii.gz", network=Upsample(), adapt=adapt)
+    assert res.notes[-1] == "fitted for 0 steps" and "fitted for 0 steps" in res.summary()

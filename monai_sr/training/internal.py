@@ -44,6 +44,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_sr.errors import ModelError
+from monai_sr.io.dicom_reader import NOTES_KEY
 from monai_sr.inference.base import network_device, network_scale
 from monai_sr.training.pairs import DegradedStack, PairSampler
 from monai_sr.training.through_plane import ThroughPlanePairs
@@ -241,6 +242,12 @@ class _VolumeFit:
         )
         record.setup_seconds = setup
         self.records.append(record)
+        notes = image.meta.get(NOTES_KEY) if isinstance(image, MetaTensor) else None
+        if isinstance(notes, list):  # enhance puts them in its result (see monai_sr.pipeline.enhance)
+            notes.append(
+                f"per-volume fit ({type(self).__name__}): {record.steps} steps in {record.seconds:.0f} s "
+                f"(stopped by {record.stopped_by}), L1 loss {record.loss_first:.4g} -> {record.loss_last:.4g}"
+            )
         return fitted
 
 

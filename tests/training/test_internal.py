@@ -81,7 +81,10 @@ def test_hook_fits_a_copy_and_switch_off_returns_the_network(volume):
     net = SRUNet(2, scale=2, channels=(8, 16)).eval()
     state = {k: v.clone() for k, v in net.state_dict().items()}
     hook = InternalLearning(steps=5, batch_size=2, lr_size=16, lr=1e-2, threads=1)
+    volume = volume.clone()
+    volume.meta["monai_sr_notes"] = []
     fitted = hook(volume, net)
+    assert volume.meta["monai_sr_notes"][-1].startswith("per-volume fit (InternalLearning): 5 steps")
     assert fitted is not net and not fitted.training
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # pretrained weights kept
     assert any(not torch.equal(v, fitted.state_dict()[k]) for k, v in state.items())
