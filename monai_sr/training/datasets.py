@@ -78,7 +78,7 @@ def load_training_volumes(
     Returns float32 arrays ``(X, Y, Z)``, reoriented to RAS (``nib.as_closest_canonical``: axis 2 runs
     inferior -> superior) and divided by their robust maximum. Raises :class:`InputError` naming the file
     when it is missing, has no entry in ``spec`` or its sha256 does not match. The held-out Colin27 is
-    refused here unless asked for by name, which only a self-supervised per-volume fit may do.
+    not among the defaults: name it only to evaluate (``evaluate.json``), never to train.
     """
     spec_path = Path(spec)
     entries = {e["path"]: e for e in json.loads(spec_path.read_text())["files"]}

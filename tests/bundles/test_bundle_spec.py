@@ -21,7 +21,8 @@ import pytest
 import torch
 from helpers import REPO
 
-from monai_sr.bundles import check_sr_shape, verify_metadata_offline
+from monai_sr.bundles import check_sr_shape, declared_output_shape, verify_metadata_offline
+from monai_sr.errors import ModelError
 
 BUNDLES = sorted(p.parents[1] for p in (REPO / "bundles").glob("*/configs/metadata.json"))
 REQUIRED = (
@@ -47,7 +48,7 @@ TRAIN_SMOKE = {
 }
 EVAL_SMOKE = {"slice_step": 1000, "num_threads": 1}
 
-pytestmark = pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+each_bundle = pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
 
 
 def _config(bundle: Path, name: str) -> dict:
@@ -68,6 +69,7 @@ def _smoke(bundle: Path, kind: str, generic: dict, tmp_path: Path) -> dict:
     return overrides
 
 
+@each_bundle
 def test_required_files(bundle):
     missing = [rel for rel in REQUIRED if not (bundle / rel).is_file()]
     assert not missing, f"{bundle.name} lacks {missing}"
@@ -76,6 +78,7 @@ def test_required_files(bundle):
         assert word in readme, f"{bundle.name}/docs/README.md should give commands and measured metrics ({word})"
 
 
+@each_bundle
 def test_verify_metadata_offline(bundle, monkeypatch):
     # no network: a download attempt would fail loudly instead of hanging
     monkeypatch.setattr("monai.apps.utils.urlretrieve", lambda *a, **k: pytest.fail("verify_metadata tried to download"))
@@ -83,6 +86,7 @@ def test_verify_metadata_offline(bundle, monkeypatch):
     assert schema.parent.name == "bundle_schema"
 
 
+@each_bundle
 def test_metadata_rejects_a_missing_required_key(bundle, tmp_path):
     """The schema check can fail: the same metadata without ``network_data_format`` is refused."""
     from monai.bundle import verify_metadata
@@ -96,6 +100,7 @@ def test_metadata_rejects_a_missing_required_key(bundle, tmp_path):
         verify_metadata(meta_file=str(bad), filepath=str(schema))
 
 
+@each_bundle
 def test_verify_net_in_out(bundle):
     from monai.bundle import verify_net_in_out
 
@@ -110,6 +115,7 @@ def test_verify_net_in_out(bundle):
     )
 
 
+@each_bundle
 def test_sr_shape_matches_declared_scale(bundle):
     (n, c, *spatial), (n2, c2, *out) = check_sr_shape(bundle)
     tokens = _config(bundle, "metadata.json")["network_data_format"]["outputs"]
@@ -136,6 +142,7 @@ def _fake_input(bundle: Path) -> torch.Tensor:
     return torch.rand(1, int(inp["num_channels"]), *spatial, generator=torch.Generator().manual_seed(0))
 
 
+@each_bundle
 def test_ckpt_export_matches_eager(bundle, tmp_path):
     from monai.bundle import ckpt_export
 
@@ -156,6 +163,7 @@ def test_ckpt_export_matches_eager(bundle, tmp_path):
             torch.testing.assert_close(ts(x), ref, rtol=1e-4, atol=1e-5, msg=f"{path} differs from the eager net")
 
 
+@each_bundle
 def test_train_config_workflow_smoke(bundle, tmp_path):
     from monai.bundle import ConfigWorkflow
 
@@ -178,6 +186,7 @@ def test_train_config_workflow_smoke(bundle, tmp_path):
     assert isinstance(ckpt, dict) and ckpt
 
 
+@each_bundle
 def test_evaluate_config_workflow_smoke(bundle, tmp_path):
     from monai.bundle import ConfigWorkflow
 
@@ -195,3 +204,30 @@ def test_evaluate_config_workflow_smoke(bundle, tmp_path):
     metrics = wf.evaluator.state.metrics
     wf.finalize()
     assert metrics and all(math.isfinite(float(v)) for v in metrics.values()), metrics
+
+
+def _meta(inputs, outputs):
+    fmt = lambda shape: {"x": {"num_channels": 1, "spatial_shape": shape}}  # noqa: E731
+    return {"network_data_format": {"inputs": fmt(inputs), "outputs": fmt(outputs)}}
+
+
+def test_declared_output_shape_tokens():
+    assert declared_output_shape(_meta(["*", "*"], ["2*H", "2*W"]), (37, 40)) == (74, 80)
+    assert declared_output_shape(_meta(["*", "*"], ["H", "4*W"]), (37, 40)) == (37, 160)
+    assert declared_output_shape(_meta(["16*n", "16*n"], ["32*n", 64]), (48, 48), n=3) == (96, 64)
+    with pytest.raises(ModelError, match="does not state the scale"):
+        declared_output_shape(_meta(["*", "*"], ["*", "*"]), (37, 40))
+    with pytest.raises(ValueError, match="unsupported shape token"):
+        declared_output_shape(_meta(["*"], ["__import__('os')"]), (37,))
+
+
+def test_sr_shape_check_catches_a_wrong_declared_scale(tmp_path):
+    import shutil
+
+    bundle = tmp_path / "mri_sr_unet_wrong"
+    shutil.copytree(REPO / "bundles" / "mri_sr_unet" / "configs", bundle / "configs")
+    meta = _config(bundle, "metadata.json")
+    meta["network_data_format"]["outputs"]["pred"]["spatial_shape"] = ["3*H", "3*W"]
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"does not match the declared \(2, 1, 111, 111\)"):
+        check_sr_shape(bundle)

@@ -20,7 +20,7 @@ from monai_sr.training.datasets import (
     load_training_volumes,
     split_held_out,
 )
-from monai_sr.training.trainer import AutocastInferer, ProgressivePatch, RunRecord
+from monai_sr.training.trainer import AutocastInferer, InterpolatedInput, ProgressivePatch, RunRecord
 
 DATA_DIR = "/work/shared/data"
 
@@ -143,6 +143,19 @@ def test_autocast_inferer_runs_bf16_and_returns_fp32():
     y = AutocastInferer(enabled=False)(x, conv)
     assert seen[-1] == torch.float32
     assert AutocastInferer(device_type=torch.device("cuda"), enabled=False).dtype == torch.float16
+
+
+def test_interpolated_input_is_the_bicubic_baseline(parts):
+    _, slabs = parts
+    val = SliceDataset(slabs, InPlaneSRPairs(2, noise_prob=0.0), step=10)
+    items = [val[0], val[1]]
+    preds, labels = InterpolatedInput(2)(items)
+    for item, pred, label in zip(items, preds, labels):
+        assert pred.shape == label.shape == item["label"].shape
+        torch.testing.assert_close(pred, F.interpolate(item["image"][None], scale_factor=2, mode="bicubic")[0])
+    # the baseline is close to the target but not equal: SR has something to add
+    err = float((preds[0] - labels[0]).abs().mean())
+    assert 0.0 < err < 0.05
 
 
 def test_progressive_patch_schedule():
