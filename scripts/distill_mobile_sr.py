@@ -32,9 +32,9 @@ median of interleaved runs in one process) are for one 256 x 256 input slice (51
 Examples::
 
     python scripts/distill_mobile_sr.py measure
-    python scripts/distill_mobile_sr.py teacher --out runs/distill/teacher --steps 1200 --resume
-    python scripts/distill_mobile_sr.py student --out runs/distill/student_plain --steps 700 --resume
-    python scripts/distill_mobile_sr.py student --out runs/distill/student_kd --steps 700 --resume \\
+    python scripts/distill_mobile_sr.py teacher --out runs/distill/teacher --steps 800 --resume
+    python scripts/distill_mobile_sr.py student --out runs/distill/student_plain --steps 400 --resume
+    python scripts/distill_mobile_sr.py student --out runs/distill/student_kd --steps 400 --resume \\
         --teacher runs/distill/teacher/final.pt --kd-weight 1.0
     python scripts/distill_mobile_sr.py evaluate --runs runs/distill --json docs/distillation_results.json
 """
