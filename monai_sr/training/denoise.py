@@ -141,9 +141,8 @@ class RicianDenoisePairs(SlicePairs):
         if p != out:  # zoom out: finer anatomy per pixel (anti-aliased bilinear)
             t = torch.from_numpy(np.ascontiguousarray(clean))[None, None]
             clean = F.interpolate(t, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
-        gain = float(rng.uniform(*self.gain_range))
-        if gain != 1.0:
-            clean = clean * np.float32(gain)
+        if self.gain_range != (1.0, 1.0):  # no draw without a gain: the random stream of plain pairs stays put
+            clean = clean * np.float32(rng.uniform(*self.gain_range))
         x, y = self.degrade(clean, rng)
         return {"image": torch.from_numpy(x[None]), "label": torch.from_numpy(np.ascontiguousarray(y)[None])}
 
