@@ -17,7 +17,8 @@ magnitude is Rayleigh distributed with parameter ``sigma``: ``E[b^2] = 2 sigma^2
    likelihood estimate) or the mode of a Rayleigh density fitted to the histogram of ``b`` near its peak
    (``"mode"``, less sensitive to ghosting and other structured signal in the tail).
 
-Needs air in the image (at least ``min_background`` voxels whose spread is that of a Rayleigh
+Needs air in the image that was not zero-filled (at least ``min_background`` voxels, less than half of
+them exactly 0, whose spread is that of a Rayleigh
 distribution, coefficient of variation above 0.45 against the 0.52 of pure noise);
 :class:`~monai_sr.errors.InputError` otherwise. Multi-coil (non-central chi) backgrounds and zero-filled air (scanners that mask it) make
 this estimate wrong; the wavelet one does not look at the air.
@@ -156,6 +157,12 @@ def sigma_from_background(
         raise InputError(
             f"only {b.size} background (air) voxels found, fewer than {min_background}: the background noise "
             "estimate needs air around the anatomy (use the wavelet method instead)"
+        )
+    zeros = float(np.mean(b == 0))
+    if zeros > 0.5:  # Rayleigh noise is exactly 0 with probability 0
+        raise InputError(
+            f"{100 * zeros:.0f}% of the air is exactly zero: it was masked (zero-filled) by the scanner or a "
+            "processing step, so there is no noise left in it to measure (use the wavelet method instead)"
         )
     mean = float(b.mean())
     if mean > 0 and b.std() / mean < _MIN_RAYLEIGH_CV:
@@ -308,7 +315,8 @@ class ReportNoise:
     ``enhance`` calls ``adapt(image, network)`` with the whole normalised input (``(1, X, Y, Z)``,
     intensities divided by the robust maximum, so ``sigma`` comes out as a fraction of the bright signal,
     the unit of the issue's "Rician 5%"). The network is returned unchanged; the estimate is logged, put
-    in ``image.meta["noise_sigma"]`` and appended to :attr:`records` (one dict per case:
+    in ``image.meta["noise_sigma"]``, added to enhance's notes (``image.meta["monai_sr_notes"]``, shown in
+    the result's summary and by the CLI) and appended to :attr:`records` (one dict per case:
     ``{"source", "sigma", "method"}``). The ``method`` estimate falls back to ``fallback`` when it cannot
     be made (e.g. no air in the field of view for ``"background"``).
 
@@ -342,6 +350,10 @@ class ReportNoise:
             image.meta[NOISE_SIGMA_KEY] = [sigma]
             image.meta["noise_method"] = f"{method} (fraction of robust max)"
         self.records.append({"source": source, "sigma": float(sigma), "method": str(method)})
+        from monai_sr.io.dicom_reader import NOTES_KEY  # where enhance collects notes; io imports are heavier
+
+        if isinstance(image, MetaTensor) and isinstance(image.meta.get(NOTES_KEY), list):
+            image.meta[NOTES_KEY].append(f"estimated noise sigma {100 * sigma:.2f}% of the bright signal ({method})")
         logger.info("%s: estimated noise sigma %.2f%% of the bright signal (%s)", source or "input", 100 * sigma, method)
         return network
 

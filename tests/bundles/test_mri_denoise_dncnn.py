@@ -116,5 +116,7 @@ def test_denoises_a_real_noisy_slab_and_reports_its_noise(tmp_path):
     assert after > before + 4.0, (before, after)
     # the pipeline normalises by the noisy slab's own 99.5th percentile; the report is a fraction of it
     (record,) = report.records
+    (result,) = wf.parser.get_parsed_content("enhance")
+    assert any("estimated noise sigma" in note for note in result.notes)  # in the summary the CLI prints
     assert record["method"] == "background"
     assert record["sigma"] * robust_max(noisy) == pytest.approx(0.05 * bright, rel=0.05)

@@ -77,8 +77,12 @@ def test_background_needs_air(colin):
     assert sigma_from_wavelet(inside) == pytest.approx(0.05, rel=0.1)  # the wavelet method still works
 
 
-def test_clean_zeroed_air_gives_zero_background_sigma(colin):
-    assert sigma_from_background(colin) < 1e-3
+def test_zero_filled_air_is_refused(colin):
+    """Colin27's air is zeroed: no noise is left there to measure; the wavelet method reads Colin27's own
+    noise in the head (about 0.6% of the bright signal)."""
+    with pytest.raises(InputError, match="zero-filled"):
+        sigma_from_background(colin)
+    assert 0.003 < sigma_from_wavelet(colin) < 0.01
 
 
 @pytest.mark.parametrize("sigma", [0.03, 0.05, 0.10])
@@ -155,7 +159,7 @@ def test_report_noise_adapt_hook(colin):
     net = torch.nn.Identity()
     report = ReportNoise()
     noisy = _noisy(colin, 0.05)
-    img = MetaTensor(torch.from_numpy(noisy[None]), meta={"filename_or_obj": "case_a.nii.gz"})
+    img = MetaTensor(torch.from_numpy(noisy[None]), meta={"filename_or_obj": "case_a.nii.gz", "monai_sr_notes": []})
     assert report(img, net) is net
     inside = MetaTensor(torch.from_numpy(noisy[None, 60:120, 80:140, :].copy()), meta={"filename_or_obj": "case_b"})
     report(inside, net)
@@ -163,4 +167,5 @@ def test_report_noise_adapt_hook(colin):
     assert a["source"] == "case_a.nii.gz" and a["method"] == "background" and a["sigma"] == pytest.approx(0.05, rel=0.03)
     assert b["method"] == "wavelet" and b["sigma"] == pytest.approx(0.05, rel=0.1)
     assert img.meta[NOISE_SIGMA_KEY] == [a["sigma"]]
+    assert img.meta["monai_sr_notes"] == [f"estimated noise sigma {100 * a['sigma']:.2f}% of the bright signal (background)"]
     assert "case_a.nii.gz: noise sigma 5.0" in report.summary()
