@@ -17,11 +17,10 @@ magnitude is Rayleigh distributed with parameter ``sigma``: ``E[b^2] = 2 sigma^2
    likelihood estimate) or the mode of a Rayleigh density fitted to the histogram of ``b`` near its peak
    (``"mode"``, less sensitive to ghosting and other structured signal in the tail).
 
-Needs air in the image that was not zero-filled (at least ``min_background`` voxels, less than half of
-them exactly 0, whose spread is that of a Rayleigh
-distribution, coefficient of variation above 0.45 against the 0.52 of pure noise);
-:class:`~monai_sr.errors.InputError` otherwise. Multi-coil (non-central chi) backgrounds and zero-filled air (scanners that mask it) make
-this estimate wrong; the wavelet one does not look at the air.
+Needs air in the image that was not zero-filled: at least ``min_background`` voxels, less than half of
+them exactly 0, spread like a Rayleigh distribution (coefficient of variation above 0.45 against the
+0.52 of pure noise); :class:`~monai_sr.errors.InputError` otherwise. Multi-coil (non-central chi)
+backgrounds make this estimate wrong; the wavelet one does not look at the air.
 
 **Wavelet** (:func:`sigma_from_wavelet`, Donoho & Johnstone 1994). The finest diagonal detail of an
 orthonormal Haar transform (``HH`` in 2D, ``HHH`` in 3D: the sum of the 2^d voxels of each block with
