@@ -191,7 +191,7 @@ def enhance(
     norm(torch.from_numpy(sample))
     window = estimate_window(sample)
     del sample
-    step = (lambda d, n: progress("super-resolve slices", d, n)) if progress else None
+    step = (lambda d, n: progress("enhance slices" if scale == (1, 1, 1) else "super-resolve slices", d, n)) if progress else None
     if adapt is None and isinstance(inferer, ScaleAwareInferer):  # blocks read, inferred, written in turn
         stand_in = source.stand_in()
         result = inferer.output_geometry(stand_in, network.eval())  # affine and meta, no voxels

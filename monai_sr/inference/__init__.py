@@ -9,12 +9,16 @@ slices (:meth:`ScaleAwareInferer.stream`):
 * :class:`SlidingWindowSRInferer`: MONAI's ``sliding_window_inference`` with a zooming 2D or 3D network.
 * :class:`OrthogonalPlanesInferer`: through-plane SR from a 2D network on the two orthogonal planes.
 
+Beside the family, :class:`PlaneMeanInferer` (a plain MONAI ``Inferer``, not streaming) averages a 2D
+denoiser run slice-wise along several axes.
+
 Backends (:mod:`monai_sr.inference.backends`): thread settings, ONNX export, ONNX Runtime, int8.
 """
 
 from monai_sr.inference.base import ScaleAwareInferer, network_device, network_scale
 from monai_sr.inference.batching import batch_for_budget, measure_peak_bytes, parse_bytes
 from monai_sr.inference.orthogonal import OrthogonalPlanesInferer
+from monai_sr.inference.planes import PlaneMeanInferer
 from monai_sr.inference.sliding import SlidingWindowSRInferer
 from monai_sr.inference.slicewise import SliceWiseInferer
 
@@ -23,6 +27,7 @@ __all__ = [
     "SliceWiseInferer",
     "SlidingWindowSRInferer",
     "OrthogonalPlanesInferer",
+    "PlaneMeanInferer",
     "network_scale",
     "network_device",
     "batch_for_budget",
