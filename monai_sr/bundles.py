@@ -36,6 +36,7 @@ __all__ = [
     "verify_metadata_offline",
     "declared_output_shape",
     "check_sr_shape",
+    "as_bool",
 ]
 
 BUNDLES_ENV = "MONAI_SR_BUNDLES"
@@ -219,3 +220,20 @@ def check_sr_shape(
             path=root,
         )
     return tuple(x.shape), tuple(y.shape)
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A config switch as a bool. ``python -m monai.bundle run --flag false`` hands the config the
+    *string* ``"false"`` (fire parses only Python literals such as ``False``), which is truthy, so the
+    configs pass their switches through this: bools and 0/1 as they are, ``"true"/"false"`` (also
+    ``yes/no``, ``on/off``, ``1/0``, any case); anything else is a ValueError naming the switch."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}")

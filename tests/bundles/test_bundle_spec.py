@@ -231,3 +231,21 @@ def test_sr_shape_check_catches_a_wrong_declared_scale(tmp_path):
     (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"does not match the declared \(2, 1, 111, 111\)"):
         check_sr_shape(bundle)
+
+
+def test_as_bool_reads_the_strings_the_bundle_runner_passes():
+    from monai_sr.bundles import as_bool
+
+    assert as_bool("false") is False and as_bool("True") is True and as_bool(" 0 ") is False and as_bool(1) is True
+    assert as_bool(False) is False
+    with pytest.raises(ValueError, match="internal_learning must be true or false, got 'maybe'"):
+        as_bool("maybe", "internal_learning")
+
+
+@pytest.mark.parametrize("bundle,switch,hook", [("mri_sr_unet", "internal_learning", "internal_learning_fit"),
+                                               ("mri_sr_selfsupervised", "fit", "through_plane_fit")])
+def test_switch_given_as_the_string_false_turns_the_fit_off(bundle, switch, hook):
+    from monai_sr.bundles import load_inference_parts
+
+    assert load_inference_parts(bundle, **{switch: "false"})["adapt"] is None
+    assert load_inference_parts(bundle, **{switch: "true"})["adapt"] is not None
