@@ -365,12 +365,13 @@ def colin27_slices(data_dir: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
 
 
 def _check_sha256(path: Path) -> None:
-    import hashlib
+    from monai_sr.errors import InputError
+    from monai_sr.training.datasets import verified_path
 
-    spec = {e["path"]: e["sha256"] for e in json.loads((REPO / "data_specs" / "shared_data.json").read_text())["files"]}
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if spec.get(path.name) != digest:
-        raise SystemExit(f"{path}: sha256 {digest} does not match data_specs/shared_data.json")
+    try:
+        verified_path(path.name, path.parent)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 @torch.inference_mode()

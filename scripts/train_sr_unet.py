@@ -18,7 +18,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -35,7 +34,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from monai_sr.errors import InputError  # noqa: E402
 from monai_sr.networks import SRUNet  # noqa: E402
+from monai_sr.training.datasets import verified_path  # noqa: E402
 from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, psnr, split_volume  # noqa: E402
 
 TRAINING_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
@@ -68,27 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verified_paths(data_dir: Path) -> list[Path]:
     """The training files, each checked against its sha256 in data_specs/shared_data.json."""
-    spec = {e["path"]: e for e in json.loads(SPEC.read_text())["files"]}
-    paths = []
-    for name in TRAINING_FILES:
-        if name not in spec:
-            raise SystemExit(f"{SPEC}: no entry for {name}")
-        path = data_dir / name
-        digest = sha256(path)
-        if digest != spec[name]["sha256"]:
-            raise SystemExit(f"{path}: sha256 {digest} does not match {spec[name]['sha256']} in {SPEC}")
-        paths.append(path)
-    return paths
+    try:
+        return [verified_path(name, data_dir, spec=SPEC) for name in TRAINING_FILES]
+    except InputError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def load_data(paths: list[Path], slab: tuple[float, float], lr_size: int) -> tuple[list[DegradedStack], list[DegradedStack]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 from torch import nn

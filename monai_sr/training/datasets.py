@@ -67,31 +67,40 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def verified_path(name: str, data_dir: str | os.PathLike = "/work/shared/data", *, spec: str | os.PathLike = DATA_SPEC) -> Path:
+    """``data_dir / name``, checked against its sha256 in ``spec`` (``data_specs/shared_data.json``).
+
+    Raises :class:`InputError` naming the file when it is missing, has no entry in ``spec`` or its
+    sha256 does not match."""
+    spec_path = Path(spec)
+    entries = {e["path"]: e for e in json.loads(spec_path.read_text())["files"]}
+    path = Path(data_dir) / name
+    if name not in entries:
+        raise InputError(f"no sha256 entry for {name} in {spec_path}", path=path)
+    if not path.is_file():
+        raise InputError(f"data file missing (see {spec_path} for its source)", path=path)
+    digest = _sha256(path)
+    if digest != entries[name]["sha256"]:
+        raise InputError(f"sha256 {digest} does not match {entries[name]['sha256']} in {spec_path}", path=path)
+    return path
+
+
 def load_training_volumes(
     names: Sequence[str] = TRAINING_FILES,
     data_dir: str | os.PathLike = "/work/shared/data",
     *,
     spec: str | os.PathLike = DATA_SPEC,
 ) -> list[np.ndarray]:
-    """Load the named volumes of ``data_dir``, each checked against its sha256 in ``spec``.
+    """Load the named volumes of ``data_dir``, each checked by :func:`verified_path`.
 
     Returns float32 arrays ``(X, Y, Z)``, reoriented to RAS (``nib.as_closest_canonical``: axis 2 runs
     inferior -> superior) and divided by their robust maximum. Raises :class:`InputError` naming the file
     when it is missing, has no entry in ``spec`` or its sha256 does not match. The held-out Colin27 is
     not among the defaults: name it only to evaluate (``evaluate.json``), never to train.
     """
-    spec_path = Path(spec)
-    entries = {e["path"]: e for e in json.loads(spec_path.read_text())["files"]}
     volumes = []
     for name in names:
-        path = Path(data_dir) / name
-        if name not in entries:
-            raise InputError(f"no sha256 entry for {name} in {spec_path}", path=path)
-        if not path.is_file():
-            raise InputError(f"training volume missing (see {spec_path} for its source)", path=path)
-        digest = _sha256(path)
-        if digest != entries[name]["sha256"]:
-            raise InputError(f"sha256 {digest} does not match {entries[name]['sha256']} in {spec_path}", path=path)
+        path = verified_path(name, data_dir, spec=spec)
         img = nib.as_closest_canonical(nib.load(str(path)))
         volumes.append(normalise_volume(np.asarray(img.dataobj, dtype=np.float32)))
     return volumes
