@@ -67,14 +67,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verified_path(name: str, data_dir: str | os.PathLike = "/work/shared/data", *, spec: str | os.PathLike = DATA_SPEC) -> Path:
+#: Environment variable naming the folder of the shared training/evaluation volumes.
+DATA_ENV = "MONAI_SR_DATA"
+
+
+def shared_data_dir() -> Path:
+    """The folder of the shared volumes (``/work/shared/data/README.md`` describes them): ``$MONAI_SR_DATA``
+    if set, else ``../shared/data`` beside the repository checkout, else ``/work/shared/data``."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    beside = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
+
+
+def verified_path(name: str, data_dir: str | os.PathLike | None = None, *, spec: str | os.PathLike = DATA_SPEC) -> Path:
     """``data_dir / name``, checked against its sha256 in ``spec`` (``data_specs/shared_data.json``).
 
     Raises :class:`InputError` naming the file when it is missing, has no entry in ``spec`` or its
     sha256 does not match."""
     spec_path = Path(spec)
     entries = {e["path"]: e for e in json.loads(spec_path.read_text())["files"]}
-    path = Path(data_dir) / name
+    path = Path(data_dir if data_dir is not None else shared_data_dir()) / name
     if name not in entries:
         raise InputError(f"no sha256 entry for {name} in {spec_path}", path=path)
     if not path.is_file():
@@ -87,11 +100,12 @@ def verified_path(name: str, data_dir: str | os.PathLike = "/work/shared/data", 
 
 def load_training_volumes(
     names: Sequence[str] = TRAINING_FILES,
-    data_dir: str | os.PathLike = "/work/shared/data",
+    data_dir: str | os.PathLike | None = None,
     *,
     spec: str | os.PathLike = DATA_SPEC,
 ) -> list[np.ndarray]:
-    """Load the named volumes of ``data_dir``, each checked by :func:`verified_path`.
+    """Load the named volumes of ``data_dir`` (default :func:`shared_data_dir`), each checked by
+    :func:`verified_path`.
 
     Returns float32 arrays ``(X, Y, Z)``, reoriented to RAS (``nib.as_closest_canonical``: axis 2 runs
     inferior -> superior) and divided by their robust maximum. Raises :class:`InputError` naming the file

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,9 +20,10 @@ from monai_sr.io.dicom_reader import load_dicom_series
 from monai_sr.training.pairs import rician_noise
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.validation.metrics import head_mask, psnr
+from monai_sr.training.datasets import shared_data_dir
 
 BUNDLE = REPO / "bundles" / "mri_denoise_dncnn"
-COLIN = Path("/work/shared/data/colin27_t1_1mm.nii.gz")
+COLIN = shared_data_dir() / "colin27_t1_1mm.nii.gz"
 
 
 def _workflow(**overrides):

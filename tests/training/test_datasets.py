@@ -18,11 +18,12 @@ from monai_sr.training.datasets import (
     RandomPairDataset,
     SliceDataset,
     load_training_volumes,
+    shared_data_dir,
     split_held_out,
 )
 from monai_sr.training.trainer import AutocastInferer, InterpolatedInput, ProgressivePatch, RunRecord
 
-DATA_DIR = "/work/shared/data"
+DATA_DIR = shared_data_dir()
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,18 @@ from torch.utils.data import DataLoader
 from monai_sr.networks import RCAN, MobileSR
 from monai_sr.training.distill import TEACHER_PRED, DistillationLoss, DistillationTrainer, freeze
 from monai_sr.training.pairs import DegradedStack, normalise_volume
+from monai_sr.training.datasets import shared_data_dir
 
 torch.set_num_threads(1)
 
-MNI152 = Path("/work/shared/data/mni152_2009a_t1_1mm.nii.gz")
+MNI152 = shared_data_dir() / "mni152_2009a_t1_1mm.nii.gz"
 
 
 @pytest.fixture(scope="module")
 def pairs() -> list[dict[str, torch.Tensor]]:
     """Eight aligned 16 -> 32 crops from four central axial MNI152 slices (a training volume)."""
     if not MNI152.exists():
-        pytest.skip(f"{MNI152} is not available (see /work/shared/data/README.md)")
+        pytest.skip(f"{MNI152} is not available (see the README beside it)")
     vol = normalise_volume(np.asarray(nib.as_closest_canonical(nib.load(str(MNI152))).dataobj, np.float32))
     stack = DegradedStack.from_volume(vol[:, :, 80:84], axis=2)
     items = []

@@ -6,7 +6,6 @@ Colin27 (an average of 27 scans) carries its own noise of about 0.6% of the brig
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +16,7 @@ from monai.data import MetaTensor
 from monai_sr.errors import InputError
 from monai_sr.training.pairs import rician_noise
 from monai_sr.transforms.intensity import robust_max
+from monai_sr.training.datasets import shared_data_dir
 from monai_sr.transforms.noise import (
     NOISE_SIGMA_KEY,
     EstimateNoise,
@@ -27,7 +27,7 @@ from monai_sr.transforms.noise import (
     sigma_from_wavelet,
 )
 
-COLIN = Path("/work/shared/data/colin27_t1_1mm.nii.gz")
+COLIN = shared_data_dir() / "colin27_t1_1mm.nii.gz"
 pytestmark = pytest.mark.skipif(not COLIN.is_file(), reason="shared Colin27 volume not present")
 
 
