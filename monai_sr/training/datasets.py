@@ -177,7 +177,7 @@ class SlicePairs:
             k = int(rng.integers(volume.shape[axis]))
             a, b = (volume.shape[c] // f for c in range(3) if c != axis)
             i, j = int(rng.integers(a - p + 1)), int(rng.integers(b - p + 1))
-            hr_slice = np.take(volume, k, axis=axis)
+            hr_slice = volume[(slice(None),) * axis + (k,)]  # a view: np.take copies, ~100x slower here
             if np.mean(hr_slice[f * i : f * (i + p), f * j : f * (j + p)] > self.foreground_level) >= self.min_foreground:
                 break
         x, y = self.degrade(hr_slice, rng)  # a mostly empty crop after max_tries is harmless
@@ -317,5 +317,5 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, n: int) -> Pair:
         v, k = self.index[n]
-        pair = self.make_pair.slice_pair(np.take(self.volumes[v], k, axis=self.axis), np.random.default_rng([self.seed, n]))
+        pair = self.make_pair.slice_pair(self.volumes[v][(slice(None),) * self.axis + (k,)], np.random.default_rng([self.seed, n]))
         return {**pair, "slice_id": f"volume{v}_axis{self.axis}_slice{k:03d}"}
