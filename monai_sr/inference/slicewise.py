@@ -33,7 +33,7 @@ class SliceWiseInferer(ScaleAwareInferer):
         axis: the spatial axis across the slices the 2D network sees (0, 1 or 2).
         context: neighbours on each side given as extra channels (0: plain 2D).
         halo, slab: blocks for ``axis != 2`` (see above).
-        batch_size, memory_budget, max_batch, channels_last, threads, amp: see
+        batch_size, memory_budget, max_batch, channels_last, threads, amp, self_ensemble: see
             :class:`~monai_sr.inference.base.ScaleAwareInferer`.
 
     Examples::
@@ -57,10 +57,11 @@ class SliceWiseInferer(ScaleAwareInferer):
         channels_last: bool | str = "auto",
         threads: int | None = None,
         amp: str | None = None,
+        self_ensemble: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size, memory_budget=memory_budget, max_batch=max_batch,
-            channels_last=channels_last, threads=threads, amp=amp,
+            channels_last=channels_last, threads=threads, amp=amp, self_ensemble=self_ensemble,
         )
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2 (a spatial axis), got {axis}")

@@ -120,3 +120,11 @@ def test_cli_runs_the_same_bundle(small_series, tmp_path):
 
     src = load_dicom_series(small_series)
     assert nib.load(out).shape == (src.shape[1] * 2, src.shape[2] * 2, src.shape[3])
+
+
+def test_self_ensemble_switch_reaches_the_inferer():
+    from monai_sr.bundles import load_inference_parts
+
+    assert load_inference_parts(BUNDLE)["inferer"].self_ensemble is False
+    assert load_inference_parts(BUNDLE, self_ensemble="true")["inferer"].self_ensemble is True
+    assert load_inference_parts(BUNDLE, self_ensemble="false")["inferer"].self_ensemble is False

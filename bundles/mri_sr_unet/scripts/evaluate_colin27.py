@@ -45,12 +45,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--internal-learning", action="store_true", help="switch the bundle's internal_learning on")
     p.add_argument("--il-steps", type=int, default=None, help="override internal_learning_fit#steps")
     p.add_argument("--il-seconds", type=float, default=None, help="override internal_learning_fit#seconds")
+    p.add_argument("--self-ensemble", action="store_true", help="switch the bundle's self_ensemble on (8 flips/transposes)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    overrides = {"ckpt_path": args.ckpt, "internal_learning": args.internal_learning}
+    overrides = {"ckpt_path": args.ckpt, "internal_learning": args.internal_learning, "self_ensemble": args.self_ensemble}
     if args.il_steps is not None:
         overrides["internal_learning_fit#steps"] = args.il_steps
     if args.il_seconds is not None:
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "ckpt": args.ckpt,
         "internal_learning": args.internal_learning,
+        "self_ensemble": args.self_ensemble,
         "enhance_seconds": round(seconds, 1),
         "mask_voxels": int(mask.sum()),
         "data_range": data_range,
