@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-import pytest
 from helpers import run_cli, tree_digest
 
 from monai_sr import geometry

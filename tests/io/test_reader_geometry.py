@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
