@@ -72,8 +72,9 @@ def find_bundle(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_inference_parts(name_or_path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
-    """Parse the bundle's inference config and return ``{"network", "inferer", "adapt", "bundle_root",
-    "parser"}`` with the weights loaded (by the config's own ``load_weights`` expression).
+    """Parse the bundle's inference config and return ``{"network", "inferer", "adapt", "derivation",
+    "bundle_root", "parser"}`` with the weights loaded (by the config's own ``load_weights`` expression);
+    ``derivation`` is the config's Derivation Description text for DICOM output, or None.
 
     ``adapt`` is the config's per-volume fit hook for :func:`monai_sr.pipeline.enhance` (``None`` when
     the config has none or its switch, e.g. ``internal_learning``, is off); ``overrides`` set config
@@ -94,9 +95,13 @@ def load_inference_parts(name_or_path: str | os.PathLike, **overrides: Any) -> d
         network = parser.get_parsed_content("network")
         inferer = parser.get_parsed_content("inferer")
         adapt = parser.get_parsed_content("adapt") if "adapt" in parser else None
+        derivation = parser.get_parsed_content("derivation") if "derivation" in parser else None
     except Exception as exc:
         raise ModelError(f"cannot build the bundle's network ({type(exc).__name__}: {exc})", path=root) from exc
-    return {"network": network.eval(), "inferer": inferer, "adapt": adapt, "bundle_root": root, "parser": parser}
+    return {
+        "network": network.eval(), "inferer": inferer, "adapt": adapt, "derivation": derivation, "bundle_root": root,
+        "parser": parser,
+    }
 
 
 def schema_path(url: str) -> Path:

@@ -223,10 +223,8 @@ def enhance(
         from monai_sr.io.dicom_writer import DerivedSeriesWriter
 
         name = type(network).__name__
-        desc = derivation or (
-            f"{'x'.join(map(str, scale))} super-resolution ({name}, {os.path.basename(str(input_path))}, "
-            f"monai_sr {__version__})"
-        )
+        what = "enhancement (same grid)" if scale == (1, 1, 1) else f"{'x'.join(map(str, scale))} super-resolution"
+        desc = derivation or f"{what} ({name}, {os.path.basename(str(input_path))}, monai_sr {__version__})"
         wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
         headers = source_headers(source.meta)
         thickness = sr_slice_thickness(acquisition_geometry(source.stand_in()).slice_thickness, scale, slice_axis=2)

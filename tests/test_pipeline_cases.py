@@ -104,3 +104,19 @@ def test_notes_of_the_adapt_hook_reach_the_result(small_series, tmp_path):
 
     res = enhance(small_series, tmp_path / "n.nii.gz", network=Upsample(), adapt=adapt)
     assert res.notes[-1] == "fitted for 0 steps" and "fitted for 0 steps" in res.summary()
+
+
+def test_default_derivation_names_the_operation(small_series, tmp_path):
+    import pydicom
+
+    class Same(torch.nn.Module):
+        scale = (1, 1)
+
+        def forward(self, x):
+            return x
+
+    res = enhance(small_series, tmp_path / "same", network=Same())
+    ds = pydicom.dcmread(res.files[0], stop_before_pixels=True)
+    assert ds.DerivationDescription.startswith("enhancement (same grid) (Same,")
+    res = enhance(small_series, tmp_path / "up", network=Upsample())
+    assert pydicom.dcmread(res.files[0], stop_before_pixels=True).DerivationDescription.startswith("2x2x1 super-resolution")

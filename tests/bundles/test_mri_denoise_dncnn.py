@@ -120,3 +120,15 @@ def test_denoises_a_real_noisy_slab_and_reports_its_noise(tmp_path):
     assert any("estimated noise sigma" in note for note in result.notes)  # in the summary the CLI prints
     assert record["method"] == "background"
     assert record["sigma"] * robust_max(noisy) == pytest.approx(0.05 * bright, rel=0.05)
+
+
+def test_cli_with_the_bundle_uses_its_derivation_text(small_series, tmp_path):
+    import pydicom
+    from helpers import run_cli
+
+    out = tmp_path / "cli_dcm"
+    proc = run_cli("enhance", str(small_series), str(out), "--bundle", "mri_denoise_dncnn", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    ds = pydicom.dcmread(next(p for p in out.iterdir() if p.is_file()), stop_before_pixels=True)
+    assert ds.DerivationDescription.startswith("Denoised")
+    assert "noise sigma" in proc.stdout
