@@ -113,18 +113,9 @@ def cached_pairs_class():
 
         def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int):
             f, p = self.factor, int(patch)
-            axes = [a for a in range(3) if min(volume.shape[b] for b in range(3) if b != a) >= f * p]
-            if not axes:
-                raise ValueError(f"a volume of shape {volume.shape} has no slice that holds a {f * p}x{f * p} crop")
-            for _ in range(self.max_tries):
-                axis = int(rng.choice(axes))
-                k = int(rng.integers(volume.shape[axis]))
-                a, b = (volume.shape[c] // f for c in range(3) if c != axis)
-                i, j = int(rng.integers(a - p + 1)), int(rng.integers(b - p + 1))
-                s = self.stack(volume, axis)
-                hr = s.hr[k, f * i : f * (i + p), f * j : f * (j + p)]
-                if np.mean(hr > self.foreground_level) >= self.min_foreground:
-                    break
+            axis, k, i, j = self.draw(volume, rng, p)  # the shared maker's draws, in the same order
+            s = self.stack(volume, axis)
+            hr = s.hr[k, f * i : f * (i + p), f * j : f * (j + p)]
             lr = s.lr[k, i : i + p, j : j + p]
             if self.noise_prob > 0 and rng.random() < self.noise_prob:
                 lr = rician_noise(lr, float(rng.uniform(0.0, self.noise_sigma)), rng)

@@ -165,7 +165,10 @@ class SlicePairs:
         x, y = self.degrade(np.asarray(hr, np.float32), rng)
         return _as_pair(x, y)
 
-    def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int) -> Pair:
+    def draw(self, volume: np.ndarray, rng: np.random.Generator, patch: int) -> tuple[int, int, int, int]:
+        """A random crop position ``(axis, k, i, j)``: slice ``k`` along ``axis``, LR corner ``(i, j)`` of a
+        ``patch`` x ``patch`` input crop (HR corner ``(f i, f j)``), redrawn while the HR crop has less
+        than ``min_foreground`` foreground (see the class docstring)."""
         f, p = self.factor, int(patch)
         if p < 1:
             raise ValueError(f"patch must be a positive number of input pixels, got {patch}")
@@ -180,7 +183,12 @@ class SlicePairs:
             hr_slice = volume[(slice(None),) * axis + (k,)]  # a view: np.take copies, ~100x slower here
             if np.mean(hr_slice[f * i : f * (i + p), f * j : f * (j + p)] > self.foreground_level) >= self.min_foreground:
                 break
-        x, y = self.degrade(hr_slice, rng)  # a mostly empty crop after max_tries is harmless
+        return axis, k, i, j  # a mostly empty crop after max_tries is harmless
+
+    def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int) -> Pair:
+        f, p = self.factor, int(patch)
+        axis, k, i, j = self.draw(volume, rng, p)
+        x, y = self.degrade(volume[(slice(None),) * axis + (k,)], rng)
         return _as_pair(x[i : i + p, j : j + p], y[f * i : f * (i + p), f * j : f * (j + p)])
 
 
