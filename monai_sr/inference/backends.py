@@ -1,6 +1,6 @@
-"""Where and how a network runs: torch settings (threads, channels-last, autocast) and ONNX Runtime.
+"""Other runtimes for a network: ONNX export, ONNX Runtime, int8 quantisation (torch's own settings, threads
+included, live in :mod:`monai_sr.inference.batching`).
 
-* :func:`torch_threads` sets the intra-op thread count for a block and restores it.
 * :func:`export_onnx` writes a network as ONNX (``torch.onnx.export(dynamo=False)``) with dynamic batch
   and spatial axes; :class:`OnnxRuntimeNetwork` runs such a file as a drop-in ``nn.Module`` that keeps the
   network's declared ``scale``, so every inferer takes it.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +23,7 @@ from torch import nn
 from monai_sr.errors import ModelError
 from monai_sr.inference.base import network_device, network_scale
 
-__all__ = ["torch_threads", "export_onnx", "OnnxRuntimeNetwork", "quantize_onnx_int8", "network_device"]
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)`` (None: leave it); the old count comes back after."""
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise ValueError(f"threads must be positive, got {n}")
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+__all__ = ["export_onnx", "OnnxRuntimeNetwork", "quantize_onnx_int8", "network_device"]
 
 
 def export_onnx(

@@ -36,7 +36,7 @@ from monai.utils import StrEnum, look_up_option
 from torch import nn
 
 from monai_sr.errors import ModelError
-from monai_sr.inference.batching import batch_for_budget, parse_bytes
+from monai_sr.inference.batching import batch_for_budget, parse_bytes, torch_threads
 from monai_sr.transforms.spacing import apply_sr_geometry
 
 __all__ = ["network_scale", "network_device", "AmpDtype", "ScaleAwareInferer", "STREAM_AXIS"]
@@ -259,7 +259,6 @@ class ScaleAwareInferer(Inferer):
         in_shape = tuple(int(v) for v in inputs.shape[1:])
         n = in_shape[STREAM_AXIS]
         s = scale[STREAM_AXIS]
-        from monai_sr.inference.backends import torch_threads
 
         with torch_threads(self.threads), torch.inference_mode():
             batch = self.batch_for(inputs, network)

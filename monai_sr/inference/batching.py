@@ -1,4 +1,6 @@
-"""Batch size from a memory budget: measure what one slice costs, take the largest batch that fits.
+"""How much work runs at once: batch size from a memory budget, and the intra-op thread count.
+
+Batch size: measure what one slice costs, take the largest batch that fits.
 
 :func:`measure_peak_bytes` runs a function and returns the peak of the memory it held at once: the bytes
 of live torch tensor storages (every tensor an ATen operator returns, tracked under a
@@ -16,14 +18,15 @@ from __future__ import annotations
 import re
 import tracemalloc
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["parse_bytes", "measure_peak_bytes", "slice_bytes", "batch_for_budget"]
+__all__ = ["torch_threads", "parse_bytes", "measure_peak_bytes", "slice_bytes", "batch_for_budget"]
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
           "g": 1e9, "gb": 1e9, "gib": 2**30}
@@ -160,3 +163,19 @@ def batch_for_budget(
             f"raise memory_budget to at least {per / 2**20:.0f} MiB or give a fixed batch_size"
         )
     return min(batch, max_batch)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` (None: leave it); the old count comes back after."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"threads must be positive, got {n}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

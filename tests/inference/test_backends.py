@@ -9,7 +9,8 @@ import torch
 from sr_helpers import ramp_volume
 
 from monai_sr.inference import SliceWiseInferer
-from monai_sr.inference.backends import OnnxRuntimeNetwork, export_onnx, quantize_onnx_int8, torch_threads
+from monai_sr.inference.backends import OnnxRuntimeNetwork, export_onnx, quantize_onnx_int8
+from monai_sr.inference.batching import torch_threads
 from monai_sr.networks import SRUNet
 
 pytest.importorskip("onnxruntime")
