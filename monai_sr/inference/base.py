@@ -39,7 +39,7 @@ from monai_sr.errors import ModelError
 from monai_sr.inference.batching import batch_for_budget, parse_bytes, torch_threads
 from monai_sr.transforms.spacing import apply_sr_geometry
 
-__all__ = ["network_scale", "network_device", "AmpDtype", "ScaleAwareInferer", "STREAM_AXIS"]
+__all__ = ["network_scale", "network_device", "AmpDtype", "SelfEnsemble", "ScaleAwareInferer", "STREAM_AXIS"]
 
 #: The spatial axis along which blocks run and output slices are streamed.
 STREAM_AXIS = 2
@@ -66,10 +66,13 @@ def network_device(network: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def self_ensemble_forward(network: nn.Module, x: torch.Tensor, scale: Sequence[int]) -> torch.Tensor:
+def self_ensemble_forward(
+    network: nn.Module, x: torch.Tensor, scale: Sequence[int], *, transposes: bool = True
+) -> torch.Tensor:
     """Mean of ``g^-1(network(g(x)))`` over the flips ``g`` of the last two axes of ``x`` ``(N, C, H, W)``
-    and, when ``scale`` (the network's factors along those axes) is square, their transposes too."""
-    transposes = (False, True) if int(scale[0]) == int(scale[1]) else (False,)
+    and, when ``transposes`` and ``scale`` (the network's factors along those axes) is square, their
+    transposes too."""
+    transposes = (False, True) if transposes and int(scale[0]) == int(scale[1]) else (False,)
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     total, n = None, 0
     for transpose in transposes:
@@ -84,6 +87,15 @@ def self_ensemble_forward(network: nn.Module, x: torch.Tensor, scale: Sequence[i
             total = y.float() if total is None else total + y.float()
             n += 1
     return total / n
+
+
+class SelfEnsemble(StrEnum):
+    """Geometric self-ensemble: ``none``; ``flips`` (the 4 flips of each plane); ``full`` (the flips and,
+    for a square scale, their transposes: 8). ``True`` / ``False`` mean ``full`` / ``none``."""
+
+    NONE = "none"
+    FLIPS = "flips"
+    FULL = "full"
 
 
 class AmpDtype(StrEnum):
@@ -110,10 +122,10 @@ class ScaleAwareInferer(Inferer):
         amp: ``"fp16"`` or ``"bf16"`` autocast of the forward pass (None: float32). On a CPU with native
             bf16 (AVX512-BF16, AMX) ``"bf16"`` measured 2x faster for SR-UNet at -0.002 dB
             (``benchmarks/inference_README.md``); CPUs without it run bf16 slower than float32.
-        self_ensemble: 2D networks only: average the network over the flips of each plane and, when the
-            plane's two scale factors are equal, the transposes too (8 passes; 4 without transposes),
-            each result mapped back first (geometric self-ensemble, Lim et al., EDSR, CVPR-W 2017). Costs
-            that many forward passes; the affine is unchanged.
+        self_ensemble: 2D networks only (:class:`SelfEnsemble`): average the network over the flips of
+            each plane (``"flips"``: 4 passes) and, with ``"full"`` / ``True`` when the plane's two scale
+            factors are equal, the transposes too (8 passes), each result mapped back first (geometric
+            self-ensemble, Lim et al., EDSR, CVPR-W 2017). The affine is unchanged.
     """
 
     def __init__(
@@ -125,7 +137,7 @@ class ScaleAwareInferer(Inferer):
         channels_last: bool | str = "auto",
         threads: int | None = None,
         amp: str | None = None,
-        self_ensemble: bool = False,
+        self_ensemble: bool | str = False,
     ) -> None:
         if batch_size == "auto":
             if memory_budget is None:
@@ -144,9 +156,11 @@ class ScaleAwareInferer(Inferer):
         self.channels_last = channels_last
         self.threads = threads
         self.amp = look_up_option(amp, AmpDtype) if amp is not None else None
-        if not isinstance(self_ensemble, bool):
-            raise ValueError(f"self_ensemble must be True or False, got {self_ensemble!r}")
-        self.self_ensemble = self_ensemble
+        if isinstance(self_ensemble, bool):
+            self_ensemble = SelfEnsemble.FULL if self_ensemble else SelfEnsemble.NONE
+        if self_ensemble not in set(SelfEnsemble):
+            raise ValueError(f"self_ensemble must be True, False or one of {[e.value for e in SelfEnsemble]}, got {self_ensemble!r}")
+        self.self_ensemble = SelfEnsemble(self_ensemble)
         self._probe_cache: dict[tuple, int] = {}
 
     # ----------------------------------------------------------------- what a mode provides
@@ -190,8 +204,10 @@ class ScaleAwareInferer(Inferer):
         else:
             ctx = nullcontext()
         with ctx:
-            if self.self_ensemble and x.ndim == 4:
-                y = self_ensemble_forward(network, x, network_scale(network)[-2:])
+            if self.self_ensemble != SelfEnsemble.NONE and x.ndim == 4:
+                y = self_ensemble_forward(
+                    network, x, network_scale(network)[-2:], transposes=self.self_ensemble == SelfEnsemble.FULL
+                )
             else:
                 y = network(x)
         return y.to("cpu", torch.float32)

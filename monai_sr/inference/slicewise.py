@@ -7,6 +7,7 @@ from torch import nn
 
 from monai_sr.errors import ModelError
 from monai_sr.inference.base import STREAM_AXIS, ScaleAwareInferer, network_scale
+from monai_sr.inference.consistency import project_acquired_band
 
 __all__ = ["SliceWiseInferer", "network_scale"]
 
@@ -29,10 +30,16 @@ class SliceWiseInferer(ScaleAwareInferer):
     ``slab`` slices along axis 2 with ``halo`` extra input slices on each side (the same as the whole
     run when ``halo`` covers the network's receptive field along the planes).
 
+    **Data consistency** (``data_consistency``: ``True`` or a weight in ``(0, 1]``): each output plane's
+    k-space band that the input plane measured is replaced by the input's own
+    (:func:`~monai_sr.inference.consistency.project_acquired_band`), for k-space-limited in-plane input;
+    the network then contributes only what lies outside the measured band.
+
     Args:
         axis: the spatial axis across the slices the 2D network sees (0, 1 or 2).
         context: neighbours on each side given as extra channels (0: plain 2D).
         halo, slab: blocks for ``axis != 2`` (see above).
+        data_consistency: ``False``, ``True`` (hard) or a soft weight in ``(0, 1]`` (see above).
         batch_size, memory_budget, max_batch, channels_last, threads, amp, self_ensemble: see
             :class:`~monai_sr.inference.base.ScaleAwareInferer`.
 
@@ -57,7 +64,8 @@ class SliceWiseInferer(ScaleAwareInferer):
         channels_last: bool | str = "auto",
         threads: int | None = None,
         amp: str | None = None,
-        self_ensemble: bool = False,
+        self_ensemble: bool | str = False,
+        data_consistency: bool | float = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size, memory_budget=memory_budget, max_batch=max_batch,
@@ -70,6 +78,12 @@ class SliceWiseInferer(ScaleAwareInferer):
         self._set_blocks(halo, slab)
         self.axis = axis
         self.context = context
+        if isinstance(data_consistency, bool):
+            self.dc_weight = 1.0 if data_consistency else 0.0
+        elif isinstance(data_consistency, (int, float)) and 0.0 < float(data_consistency) <= 1.0:
+            self.dc_weight = float(data_consistency)
+        else:
+            raise ValueError(f"data_consistency must be True, False or a weight in (0, 1], got {data_consistency!r}")
 
     def volume_scale(self, network: nn.Module) -> tuple[int, int, int]:
         """The 3D scale of the whole volume: the 2D net's scale in-plane, 1 along ``axis``."""
@@ -108,6 +122,8 @@ class SliceWiseInferer(ScaleAwareInferer):
                     f"expected (N, 1 or {2 * c + 1}, H, W)"
                 )
             pred = pred[:, pred.shape[1] // 2]
+            if self.dc_weight:
+                pred = project_acquired_band(pred, x[:, c], weight=self.dc_weight)
             if out is None:
                 out = torch.empty((n, *pred.shape[1:]), dtype=torch.float32)
             out[start:stop] = pred

@@ -51,3 +51,15 @@ def test_ensemble_equals_the_manual_mean(scale, transposes):
 def test_self_ensemble_must_be_a_bool():
     with pytest.raises(ValueError, match="self_ensemble"):
         SliceWiseInferer(self_ensemble="yes")
+
+
+def test_flips_ensemble_is_the_mean_of_the_four_flips():
+    torch.manual_seed(1)
+    net = SRUNet(2, scale=2, channels=(4, 8)).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.2)
+    vol = torch.rand(1, 10, 12, 2)
+    img = MetaTensor(vol, affine=torch.eye(4, dtype=torch.float64))
+    out = SliceWiseInferer(batch_size=2, self_ensemble="flips", channels_last=False)(img, net)
+    planes = vol[0].permute(2, 0, 1)[:, None].numpy()
+    np.testing.assert_allclose(out[0].numpy(), np.moveaxis(_manual(net, planes, False)[:, 0], 0, 2), atol=1e-5)
