@@ -36,8 +36,9 @@ def baseline(series: Path, out: Path, net: torch.nn.Module, bf16: bool = False) 
 
     from monai.inferers import sliding_window_inference
 
-    from monai_sr.io.dicom_reader import source_headers
-    from monai_sr.io.dicom_writer import DerivedSeriesWriter, estimate_window
+    from monai_sr.io.dicom.headers import source_headers
+    from monai_sr.io.dicom.derived import estimate_window
+    from monai_sr.io.dicom.writer import DerivedSeriesWriter
     from monai_sr.transforms.intensity import RobustScale
     from monai_sr.transforms.spacing import SRGeometry
 

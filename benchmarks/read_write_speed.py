@@ -4,13 +4,13 @@ Writes a 200-slice 256x256 MR series with :func:`monai_sr.io.scanner_series.writ
 (Siemens style, uint16, Explicit VR Little Endian), then, alternating so that both see the same machine
 load, reads it ``--repeats`` times with
 
-* ours: :func:`monai_sr.io.dicom_reader.load_dicom_series` (scan, checks, pixels, RAS affine, headers);
+* ours: :func:`monai_sr.io.dicom.reader.load_dicom_series` (scan, checks, pixels, RAS affine, headers);
 * SimpleITK: ``ImageSeriesReader`` with ``GetGDCMSeriesFileNames`` (file listing and sorting included);
 
 and writes the volume as a derived series (classic, one file per slice) two ways:
 
-* whole volume: :func:`monai_sr.io.dicom_writer.write_derived_series` (one rescale for all slices);
-* streamed: :class:`monai_sr.io.dicom_writer.DerivedSeriesWriter` fed slice by slice, as ``enhance``
+* whole volume: :func:`monai_sr.io.dicom.writer.write_derived_series` (one rescale for all slices);
+* streamed: :class:`monai_sr.io.dicom.writer.DerivedSeriesWriter` fed slice by slice, as ``enhance``
   does (per-slice rescale, window given by the caller).
 
 Each reader and writer runs once before timing (imports, page cache). Prints the best and median time of
@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from monai_sr.io.dicom_reader import load_dicom_series, source_headers
-from monai_sr.io.dicom_writer import DerivedSeriesWriter, estimate_window, write_derived_series
+from monai_sr.io.dicom.derived import estimate_window
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import load_dicom_series
+from monai_sr.io.dicom.writer import DerivedSeriesWriter, write_derived_series
 from monai_sr.io.scanner_series import write_original_mr_series
 
 

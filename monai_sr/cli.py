@@ -45,13 +45,13 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from monai_sr.bundles import load_inference_parts
     from monai_sr.pipeline import enhance, preflight
 
-    kind = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series)  # refuse before loading a model
+    checked = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series)  # refuse before loading a model
     if args.send:
         from monai_sr.errors import OutputError
         from monai_sr.io.pacs import parse_destination
 
         destination = parse_destination(args.send)
-        if kind != "dicom":
+        if checked.kind != "dicom":
             raise OutputError("--send needs a DICOM output (a folder), not NIfTI", path=args.output)
     parts = load_inference_parts(args.bundle)
     progress = _Progress(not args.quiet)
@@ -59,7 +59,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
             adapt=parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
-            overwrite=args.overwrite, progress=progress,
+            overwrite=args.overwrite, progress=progress, checked=checked,
         )
     finally:
         progress.close()
@@ -93,7 +93,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _cmd_series(args: argparse.Namespace) -> int:
-    from monai_sr.io.dicom_series import find_series, format_series_table
+    from monai_sr.io.dicom.discover import find_series, format_series_table
 
     candidates, notes = find_series(args.input)
     print(format_series_table(candidates))

@@ -41,7 +41,7 @@ def _bicubic(lr: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
 def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrite: bool = False, progress=None) -> str:
     """Run the demo; returns the printed report (summary and metric table)."""
     from monai_sr.bundles import load_inference_parts
-    from monai_sr.io.dicom_reader import load_dicom_series
+    from monai_sr.io.dicom.reader import load_dicom_series
     from monai_sr.io.nifti import load_nifti
     from monai_sr.pipeline import enhance
     from monai_sr.transforms.degradation import fourier_resample

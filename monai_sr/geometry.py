@@ -4,7 +4,7 @@ Conventions used everywhere in monai_sr:
 
 * An affine is a 4x4 ``numpy`` float64 array that maps a voxel index ``(i, j, k, 1)`` to millimetres
   in **RAS** patient coordinates (the MONAI / NIfTI convention), unless a function says ``lps``.
-* For a DICOM series read by :mod:`monai_sr.io.dicom_reader`, index ``i`` runs along a row (the column
+* For a DICOM series read by :mod:`monai_sr.io.dicom.reader`, index ``i`` runs along a row (the column
   index, direction ``ImageOrientationPatient[0:3]``), ``j`` down a column (the row index, direction
   ``ImageOrientationPatient[3:6]``) and ``k`` across slices, ordered by position along the normal.
 * Spacing is derived from the affine (:func:`spacing_from_affine`), never stored beside it.
@@ -241,7 +241,7 @@ def slice_positions(affine: np.ndarray, shape: Sequence[int], axis: int) -> np.n
 
     The normal is the cross product of the two in-plane axis directions, pointing towards increasing
     ``axis`` index, so positions increase with the slice index; for a DICOM series read by
-    :mod:`monai_sr.io.dicom_reader` and ``axis=2`` they differ from ImagePositionPatient . normal only by a
+    :mod:`monai_sr.io.dicom.reader` and ``axis=2`` they differ from ImagePositionPatient . normal only by a
     constant. The slice centre is the voxel at the middle of the other two axes.
     """
     a = check_affine(affine, orthogonal=False)

@@ -22,13 +22,14 @@ from monai_sr import __version__, geometry
 from monai_sr.errors import InputError, MonaiSRError, OutputError
 from monai_sr.inference.base import ScaleAwareInferer
 from monai_sr.inference.slicewise import SliceWiseInferer
-from monai_sr.inference.streaming import NiftiSliceWriter, stream_planes
+from monai_sr.inference.streaming import stream_planes
 from monai_sr.io.atomic import check_output_free
-from monai_sr.io.dicom_reader import NOTES_KEY, source_headers
-from monai_sr.io.dicom_series import find_series, is_dicom_input, select_series
-from monai_sr.io.dicom_writer import estimate_window
-from monai_sr.io.nifti import is_nifti_path
-from monai_sr.io.volume_source import open_volume
+from monai_sr.io.dicom.derived import estimate_window
+from monai_sr.io.dicom.frames import is_dicom_input
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.nifti import NiftiSliceWriter, is_nifti_path
+from monai_sr.io.volume_source import InputScan, input_kind, open_volume, scan_input
+from monai_sr.meta import FRAMES_KEY, NOTES_KEY
 from monai_sr.transforms.intensity import RobustScale
 from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
 
@@ -42,6 +43,7 @@ __all__ = [
     "case_output",
     "output_kind",
     "preflight",
+    "Preflight",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class EnhanceResult:
 def load_volume(path: str | os.PathLike, *, series: str | int | None = None, resample: bool = False) -> MetaTensor:
     """Read DICOM (a folder, DICOMDIR or DICOM file) or a ``.nii``/``.nii.gz`` file as a channel-first RAS
     MetaTensor. ``series`` picks one of several DICOM series, ``resample`` interpolates unequal slice
-    steps (see :class:`monai_sr.io.dicom_reader.DicomSeriesReader`); :func:`open_volume` reads in blocks."""
+    steps (see :class:`monai_sr.io.dicom.reader.DicomSeriesReader`); :func:`open_volume` reads in blocks."""
     return open_volume(path, series=series, resample=resample).load()
 
 
@@ -97,7 +99,7 @@ def output_kind(input_path: str | os.PathLike, output_path: str | os.PathLike) -
         return "nifti"
     if Path(output_path).suffix.lower() in (".dcm", ".nrrd", ".mha", ".mgz", ".gz", ".img", ".hdr"):
         raise OutputError("output must be a folder (DICOM series) or a .nii / .nii.gz path", path=output_path)
-    if is_nifti_path(input_path) or not is_dicom_input(input_path):
+    if input_kind(input_path) != "dicom":
         raise OutputError(
             "a DICOM series can only be written from a DICOM input (it joins the source's study); "
             "give a .nii or .nii.gz output path",
@@ -106,27 +108,35 @@ def output_kind(input_path: str | os.PathLike, output_path: str | os.PathLike) -
     return "dicom"
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What :func:`preflight` found: the output kind (``"nifti"`` or ``"dicom"``) and the input's scan,
+    which :func:`enhance` takes (``checked=``) instead of scanning the DICOM headers again."""
+
+    kind: str
+    scan: InputScan
+
+
 def preflight(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
     *,
     overwrite: bool = False,
     series: str | int | None = None,
-) -> str:
-    """Cheap checks before any model is loaded or voxel read: the input exists and has a readable kind,
-    the output kind fits the input, the output is free. Returns the output kind."""
+    scan: InputScan | None = None,
+) -> Preflight:
+    """Cheap checks before any model is loaded or voxel read: the input exists and has a readable kind
+    (a DICOM input holds the series ``series`` names, or only one), the output kind fits the input, the
+    output is free. ``scan``: this input's :func:`~monai_sr.io.volume_source.scan_input` made before."""
     path = Path(input_path)
     if not path.exists():
         raise InputError("no such file or folder", path=path)
-    if not (is_nifti_path(path) or is_dicom_input(path)):
-        raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
-    if not is_nifti_path(path):
-        select_series(find_series(path)[0], series, path=path)  # several series and no choice: refuse now
+    scan = scan_input(path, series=series, scanned=scan)  # DICOM: several series and no choice: refuse now
     kind = output_kind(input_path, output_path)
     if Path(output_path).resolve() == path.resolve():
         raise OutputError("output is the input; the input is never modified", path=output_path)
     check_output_free(output_path, overwrite=overwrite)
-    return kind
+    return Preflight(kind, scan)
 
 
 def enhance(
@@ -142,6 +152,7 @@ def enhance(
     overwrite: bool = False,
     progress: Progress | None = None,
     adapt: Adapt | None = None,
+    checked: Preflight | None = None,
 ) -> EnhanceResult:
     """Super-resolve one volume and write it.
 
@@ -155,7 +166,7 @@ def enhance(
             with ``volume_scale`` returns the whole volume first.
         derivation: Derivation Description for DICOM output; a default names the network and scale.
         dicom_format: DICOM output only: ``"classic"`` (one file per slice, the default) or ``"enhanced"``
-            (one Enhanced MR multi-frame object), see :class:`monai_sr.io.dicom_writer.DicomFormat`.
+            (one Enhanced MR multi-frame object), see :class:`monai_sr.io.dicom.writer.DicomFormat`.
         series: DICOM input with several series: Series Instance UID or Series Number to read
             (``"301:TE=25"`` for one stack); without it several series are refused with their list.
         resample: interpolate a DICOM series with unequal slice steps or missing slices onto a regular
@@ -167,20 +178,24 @@ def enhance(
             maximum) before inference: a per-volume fit (internal learning) returns the fitted network.
             Strings the hook appends to ``image.meta["monai_sr_notes"]`` end up in the result's notes.
             Without it a :class:`~monai_sr.inference.ScaleAwareInferer` reads the input in blocks too.
+        checked: the :func:`preflight` of this input and output made before (the CLI's): the input is
+            not scanned again.
 
     Returns:
         :class:`EnhanceResult`. Nothing is left at ``output_path`` when an error is raised.
     """
     t0 = time.perf_counter()
-    kind = preflight(input_path, output_path, overwrite=overwrite, series=series)  # fail before any work
+    checked = preflight(input_path, output_path, overwrite=overwrite, series=series,
+                        scan=checked.scan if checked is not None else None)  # fail before any work
+    kind = checked.kind
     if dicom_format is not None:
-        from monai_sr.io.dicom_writer import as_dicom_format
+        from monai_sr.io.dicom.writer import as_dicom_format
 
         dicom_format = as_dicom_format(dicom_format)
         if kind != "dicom":
             raise OutputError("a DICOM format was chosen but the output is NIfTI", path=output_path)
     inferer = inferer or SliceWiseInferer()
-    source = open_volume(input_path, series=series, resample=resample)  # checked, headers read, no voxels
+    source = open_volume(input_path, series=series, resample=resample, scan=checked.scan)  # headers read once, no voxels
     notes = list(source.meta.get(NOTES_KEY, []))
     scale = inferer.volume_scale(network)
 
@@ -219,8 +234,7 @@ def enhance(
                 writer.write_slice(k, plane)
         files = [str(output_path)]
     else:
-        from monai_sr.io.dicom_reader import FRAMES_KEY
-        from monai_sr.io.dicom_writer import DerivedSeriesWriter
+        from monai_sr.io.dicom.writer import DerivedSeriesWriter
 
         name = type(network).__name__
         what = "enhancement (same grid)" if scale == (1, 1, 1) else f"{'x'.join(map(str, scale))} super-resolution"

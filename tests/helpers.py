@@ -43,7 +43,7 @@ def tree_digest(path: Path) -> str:
 def crop_series(folder: Path, *, style: str, quirks=(), n_slices: int = 6, seed: int = 1) -> Path:
     """A small real series: a central crop of the sample (real Colin27 data, oblique geometry)."""
     from monai_sr.geometry import check_affine
-    from monai_sr.io.dicom_reader import load_dicom_series
+    from monai_sr.io.dicom.reader import load_dicom_series
     from monai_sr.io.scanner_series import write_original_mr_series
 
     vol = load_dicom_series(SAMPLE_SERIES)

@@ -12,7 +12,7 @@ from helpers import tree_digest
 
 from monai_sr import geometry
 from monai_sr.errors import InputError, OutputError
-from monai_sr.io.dicom_reader import load_dicom_series
+from monai_sr.io.dicom.reader import load_dicom_series
 from monai_sr.pipeline import case_output, enhance, enhance_cases, find_cases
 from monai_sr.transforms.intensity import robust_max
 

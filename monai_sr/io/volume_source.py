@@ -1,11 +1,15 @@
-"""A 3D input volume that is read in blocks of slices along axis 2, for bounded-memory inference.
+"""The one place that decides DICOM or NIfTI, and a 3D input volume read in blocks of slices along axis 2.
 
-:func:`open_volume` checks the input and reads its geometry and headers, but no voxels; a streaming
+:func:`scan_input` decides the kind of an input and, for DICOM, finds its series and chooses one (the
+headers are read once, no voxels): ``preflight`` does it before a model is loaded and hands the
+:class:`InputScan` on, so ``enhance`` does not scan again. :func:`open_volume` checks the input (from
+that scan when given) and reads its geometry and headers, but no voxels; a streaming
 inferer then asks :meth:`VolumeSource.read` for the slices of one block at a time, so the input side
 of ``enhance`` holds a block instead of the whole volume (and no whole normalised copy of it). The
 voxels and meta are exactly those :func:`monai_sr.pipeline.load_volume` returns whole (tested):
 
-* DICOM: the series is scanned and checked by :func:`monai_sr.io.dicom_reader.scan_folder`; each block
+* DICOM: the series is scanned by :func:`monai_sr.io.dicom.discover.find_series` and ordered and checked
+  by :func:`monai_sr.io.dicom.reader.order_series`; each block
   decodes only its own slices' pixel data (deferred in the headers). A series resampled onto a regular
   grid (``resample=True``) interpolates between neighbours and is read whole once.
 * NIfTI: nibabel's array proxy (scaling applied); ``.nii.gz`` is decompressed forward once as the
@@ -19,8 +23,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,7 +35,10 @@ from monai.utils import MetaKeys, SpaceKeys
 from monai_sr import geometry
 from monai_sr.errors import InputError
 
-__all__ = ["VolumeSource", "open_volume"]
+if TYPE_CHECKING:
+    from monai_sr.io.dicom.discover import SeriesCandidate
+
+__all__ = ["InputScan", "VolumeSource", "input_kind", "open_volume", "scan_input"]
 
 #: voxels a :meth:`VolumeSource.sample` holds at most (a strided subset of slices).
 SAMPLE_VOXELS = 4_000_000
@@ -86,10 +94,74 @@ class VolumeSource:
         return MetaTensor(torch.from_numpy(np.ascontiguousarray(self.read(0, self.shape[2])))[None], meta=dict(self.meta))
 
 
-def _dicom_source(path: Path, series: str | int | None, resample: bool) -> VolumeSource:
-    from monai_sr.io.dicom_reader import read_slices, scan_folder, series_meta, series_shape
+@dataclass
+class InputScan:
+    """What :func:`scan_input` found at ``path``: its kind and, for DICOM, the series under it.
 
-    scanned = scan_folder(path, series=series, resample=resample)
+    Attributes:
+        path: the input file or folder.
+        kind: ``"dicom"`` or ``"nifti"``.
+        series: the series choice the scan was checked with (see :func:`open_volume`).
+        candidates: DICOM only: every series (or stack) found, headers read, pixel data left on disk.
+        notes: DICOM only: the notes of the scan (files skipped, ...).
+    """
+
+    path: Path
+    kind: str
+    series: str | int | None = None
+    candidates: list[SeriesCandidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def input_kind(path: str | os.PathLike) -> str | None:
+    """``"nifti"`` for a ``.nii``/``.nii.gz`` name, ``"dicom"`` for a folder, DICOMDIR or DICOM file, else
+    None; reads at most a file's first 132 bytes."""
+    from monai_sr.io.dicom.frames import is_dicom_input
+    from monai_sr.io.nifti import is_nifti_path
+
+    if is_nifti_path(path):
+        return "nifti"
+    return "dicom" if is_dicom_input(path) else None
+
+
+def scan_input(
+    path: str | os.PathLike, *, series: str | int | None = None, scanned: InputScan | None = None
+) -> InputScan:
+    """Decide the kind of ``path``; for DICOM, find its series and check that ``series`` picks one
+    (several series and no choice are refused with their list). No voxels are read. ``scanned``: a scan
+    of this ``path`` and ``series`` made before, returned as it is (ValueError when it is of another).
+
+    Raises :class:`InputError` for a path that does not exist or is neither DICOM nor NIfTI, and the
+    errors of :func:`~monai_sr.io.dicom.discover.find_series` and
+    :func:`~monai_sr.io.dicom.discover.select_series`. A NIfTI file is opened only by :func:`open_volume`.
+    """
+    path = Path(path)
+    if scanned is not None:
+        if scanned.path != path or scanned.series != series:
+            raise ValueError(
+                f"the scan given is of {scanned.path} (series {scanned.series!r}), not of {path} (series {series!r})"
+            )
+        return scanned
+    kind = input_kind(path)
+    if kind == "dicom":
+        from monai_sr.io.dicom.discover import find_series, select_series
+
+        candidates, notes = find_series(path)
+        select_series(candidates, series, path=path)  # several series and no choice: refuse now
+        return InputScan(path, kind, series, candidates, notes)
+    if kind == "nifti":
+        return InputScan(path, kind, series)
+    if not path.exists():
+        raise InputError("no such file or folder", path=path)
+    raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+
+
+def _dicom_source(scan: InputScan, resample: bool) -> VolumeSource:
+    from monai_sr.io.dicom.reader import order_series, read_slices, series_meta
+    from monai_sr.io.dicom.stack import series_shape
+
+    path = scan.path
+    scanned = order_series(path, scan.candidates, scan.notes, series=scan.series, resample=resample)
     meta = series_meta(scanned)
     shape = series_shape(scanned)
     # load_dicom_series' result exactly: the reader's get_data is read_slices(all) + series_meta
@@ -105,6 +177,8 @@ def _nifti_source(path: Path) -> VolumeSource:
 
     from monai_sr.io.nifti import check_nifti_shape, load_nifti
 
+    if not path.is_file():
+        raise InputError("no such file", path=path)
     try:
         img = nib.load(str(path), keep_file_open=True) if str(path).lower().endswith(".gz") else nib.load(str(path))
         shape = check_nifti_shape(img.shape, path)
@@ -133,19 +207,20 @@ def _nifti_source(path: Path) -> VolumeSource:
     return VolumeSource(path, shape, meta, reader, lambda: load_nifti(path))
 
 
-def open_volume(path: str | os.PathLike, *, series: str | int | None = None, resample: bool = False) -> VolumeSource:
+def open_volume(
+    path: str | os.PathLike,
+    *,
+    series: str | int | None = None,
+    resample: bool = False,
+    scan: InputScan | None = None,
+) -> VolumeSource:
     """A :class:`VolumeSource` for a DICOM input (folder, DICOMDIR or file) or a ``.nii``/``.nii.gz``
-    file; the same checks and errors as :func:`monai_sr.pipeline.load_volume`, no voxels read yet."""
-    from monai_sr.io.dicom_series import is_dicom_input
-    from monai_sr.io.nifti import is_nifti_path
+    file; the same checks and errors as :func:`monai_sr.pipeline.load_volume`, no voxels read yet.
 
+    ``scan``: the :func:`scan_input` of this ``path`` and ``series`` made before (by ``preflight``);
+    the input is then not scanned again."""
     path = Path(path)
-    if not is_nifti_path(path) and is_dicom_input(path):
-        return _dicom_source(path, series, resample)
-    if is_nifti_path(path):
-        if not path.is_file():
-            raise InputError("no such file", path=path)
-        return _nifti_source(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path=path)
-    raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+    scan = scan_input(path, series=series, scanned=scan)
+    if scan.kind == "dicom":
+        return _dicom_source(scan, resample)
+    return _nifti_source(path)

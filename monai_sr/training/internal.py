@@ -44,7 +44,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_sr.errors import ModelError
-from monai_sr.io.dicom_reader import NOTES_KEY
+from monai_sr.meta import NOTES_KEY
 from monai_sr.inference.base import network_device, network_scale
 from monai_sr.training.pairs import DegradedStack, PairSampler
 from monai_sr.training.through_plane import ThroughPlanePairs

@@ -349,7 +349,7 @@ class ReportNoise:
             image.meta[NOISE_SIGMA_KEY] = [sigma]
             image.meta["noise_method"] = f"{method} (fraction of robust max)"
         self.records.append({"source": source, "sigma": float(sigma), "method": str(method)})
-        from monai_sr.io.dicom_reader import NOTES_KEY  # where enhance collects notes; io imports are heavier
+        from monai_sr.meta import NOTES_KEY  # where enhance collects notes
 
         if isinstance(image, MetaTensor) and isinstance(image.meta.get(NOTES_KEY), list):
             image.meta[NOTES_KEY].append(f"estimated noise sigma {100 * sigma:.2f}% of the bright signal ({method})")

@@ -150,7 +150,7 @@ def acquisition_geometry(img: MetaTensor, *, slice_axis: int | None = 2) -> Acqu
     n_spatial = img.ndim - 1
     if slice_axis is not None and not 0 <= slice_axis < n_spatial:
         raise ValueError(f"slice_axis {slice_axis} is not a spatial axis of a {n_spatial}D image")
-    from monai_sr.io.dicom_reader import source_headers  # io imports are heavier; only when needed
+    from monai_sr.io.dicom.headers import source_headers  # io imports are heavier; only when needed
 
     spacing = tuple(float(v) for v in geometry.spacing_from_affine(np.asarray(img.affine))[:n_spatial])
     headers = source_headers(img.meta)

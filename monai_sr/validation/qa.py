@@ -112,7 +112,8 @@ def position_findings(positions: np.ndarray, *, rel_tol: float = 0.05, abs_tol: 
 def dicom_positions(meta: dict) -> np.ndarray | None:
     """Positions (mm) along the slice normal of the DICOM slices a volume was read from, in slice order;
     None when the volume did not come from DICOM headers."""
-    from monai_sr.io.dicom_reader import HEADERS_KEY, source_headers
+    from monai_sr.io.dicom.headers import source_headers
+    from monai_sr.meta import HEADERS_KEY
 
     if not meta.get(HEADERS_KEY):
         return None

@@ -71,7 +71,7 @@ class _Volume:
 
     @property
     def is_dicom(self) -> bool:
-        from monai_sr.io.dicom_reader import HEADERS_KEY
+        from monai_sr.meta import HEADERS_KEY
 
         return bool(self.meta.get(HEADERS_KEY))
 

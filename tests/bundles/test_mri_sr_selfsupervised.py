@@ -15,7 +15,7 @@ import torch
 from helpers import REPO
 
 from monai_sr import geometry
-from monai_sr.io.dicom_reader import load_dicom_series
+from monai_sr.io.dicom.reader import load_dicom_series
 
 BUNDLE = REPO / "bundles" / "mri_sr_selfsupervised"
 SCALE = (1, 1, 4)

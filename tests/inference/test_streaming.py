@@ -10,8 +10,8 @@ from sr_helpers import Interp, ramp_volume
 
 from monai_sr.errors import OutputError
 from monai_sr.inference import OrthogonalPlanesInferer, SliceWiseInferer
-from monai_sr.inference.streaming import NiftiSliceWriter, stream_planes
-from monai_sr.io.nifti import save_nifti
+from monai_sr.inference.streaming import stream_planes
+from monai_sr.io.nifti import NiftiSliceWriter, save_nifti
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])

@@ -15,8 +15,9 @@ from orthanc import _free_port, orthanc_server
 
 from monai_sr import geometry
 from monai_sr.errors import SendError
-from monai_sr.io.dicom_reader import load_dicom_series, source_headers
-from monai_sr.io.dicom_writer import write_derived_series
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import load_dicom_series
+from monai_sr.io.dicom.writer import write_derived_series
 from monai_sr.io.pacs import InstanceResult, parse_destination, stow_results
 
 

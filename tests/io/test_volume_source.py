@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from monai_sr.errors import InputError
-from monai_sr.io.dicom_reader import load_dicom_series
+from monai_sr.io.dicom.reader import load_dicom_series
 from monai_sr.io.nifti import load_nifti
 from monai_sr.io.volume_source import open_volume
 
@@ -73,3 +73,34 @@ def test_read_outside_the_volume_is_refused(quirky_series):
     with pytest.raises(ValueError, match="outside"):
         source.read(0, source.shape[2] + 1)
     assert isinstance(source.stand_in().as_tensor(), torch.Tensor)
+
+
+def test_preflight_scan_is_handed_on_not_repeated(small_series, tmp_path, monkeypatch):
+    from monai_sr.io.dicom import discover
+    from monai_sr.io.volume_source import scan_input
+    from monai_sr.pipeline import enhance, preflight
+
+    class Upsample(torch.nn.Module):
+        scale = (2, 2)
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    scans = []
+    real = discover.find_series
+    monkeypatch.setattr(discover, "find_series", lambda path: scans.append(path) or real(path))
+    scan = scan_input(small_series)
+    assert scan.kind == "dicom" and len(scans) == 1
+    np.testing.assert_array_equal(open_volume(small_series, scan=scan).load().numpy(), load_dicom_series(small_series).numpy())
+    assert len(scans) == 1
+    with pytest.raises(ValueError, match="scan given"):
+        open_volume(small_series, series="7", scan=scan)
+
+    scans.clear()
+    out = tmp_path / "sr.nii.gz"
+    checked = preflight(small_series, out)
+    assert checked.kind == "nifti" and len(scans) == 1
+    enhance(small_series, out, network=Upsample(), checked=checked)
+    assert len(scans) == 1  # the CLI's preflight scan, reused by enhance's own checks and its reading
+    enhance(small_series, tmp_path / "again.nii.gz", network=Upsample())
+    assert len(scans) == 2  # without it: one scan

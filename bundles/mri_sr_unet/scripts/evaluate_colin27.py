@@ -32,7 +32,7 @@ sys.path.insert(0, str(BUNDLE.parents[1]))
 
 from monai_sr.bundles import load_inference_parts  # noqa: E402
 from monai_sr.demo import _bicubic, sample_paths  # noqa: E402
-from monai_sr.io.dicom_reader import load_dicom_series  # noqa: E402
+from monai_sr.io.dicom.reader import load_dicom_series  # noqa: E402
 from monai_sr.io.nifti import load_nifti  # noqa: E402
 from monai_sr.pipeline import enhance  # noqa: E402
 from monai_sr.transforms.degradation import fourier_resample  # noqa: E402

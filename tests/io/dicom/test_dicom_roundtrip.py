@@ -9,9 +9,11 @@ import SimpleITK as sitk
 
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError, OutputError
-from monai_sr.io import dicom_writer
-from monai_sr.io.dicom_reader import DicomSeriesReader, load_dicom_series, source_headers
-from monai_sr.io.dicom_writer import choose_rescale, write_derived_series
+from monai_sr.io.dicom import derived
+from monai_sr.io.dicom.derived import choose_rescale
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import DicomSeriesReader, load_dicom_series
+from monai_sr.io.dicom.writer import write_derived_series
 
 
 def _files(folder):
@@ -96,7 +98,7 @@ def test_derived_series_rules(quirky_series, tmp_path):
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and len(ds.ImageType) >= 3
         assert ds.DerivationDescription
         assert {i.ReferencedSOPInstanceUID for i in ds.SourceImageSequence} <= sources
-        assert ds.SoftwareVersions and ds.Manufacturer == dicom_writer.SOFTWARE_NAME
+        assert ds.SoftwareVersions and ds.Manufacturer == derived.SOFTWARE_NAME
         assert float(ds.WindowWidth) >= 1  # the source had a zero window
         assert not any(e.tag.group == 0x0000 for e in ds), "command-set elements must not be copied"
         assert not any(e.tag.is_private for e in ds), "private elements must not be copied"

@@ -7,8 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from monai_sr.io.dicom_reader import load_dicom_series, source_headers
-from monai_sr.io.dicom_writer import write_derived_series
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import load_dicom_series
+from monai_sr.io.dicom.writer import write_derived_series
 
 CASES = {
     "utf8": ("ISO_IR 192", "Müller^Jürgen", "Kopf – MRT ½ Dosis"),

@@ -17,8 +17,10 @@ import pytest
 from helpers import SAMPLE_SERIES, require_tool
 
 from monai_sr import geometry
-from monai_sr.io.dicom_reader import load_dicom_series, source_headers
-from monai_sr.io.dicom_writer import DerivedSeriesWriter, estimate_window, write_derived_series
+from monai_sr.io.dicom.derived import estimate_window
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import load_dicom_series
+from monai_sr.io.dicom.writer import DerivedSeriesWriter, write_derived_series
 
 SCALE = (2, 2, 1)
 CLASSIC_CHECKS = ("-check", "-checkFoR", "-interval", "-sortby", "ImagePositionPatient")

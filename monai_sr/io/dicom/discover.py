@@ -7,104 +7,38 @@ split here and a stack has to be chosen like a series.
 
 Selection (:func:`select_series`): a Series Instance UID or a Series Number, optionally followed by
 ``:`` and a stack label (``301:TE=25``); the listing (:func:`format_series_table`, ``monai-sr series``)
-shows the selector of each candidate.
-
-A frame (:class:`Frame`) is one 2D image: a single-frame file, or frame ``index`` of a multi-frame file
-whose attributes come from its per-frame functional group, then the shared one, then the top level.
+shows the selector of each candidate. The frames themselves: :mod:`monai_sr.io.dicom.frames`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
+from monai_sr.io.dicom.frames import Frame, frames_of, lenient_reading, read_header
 
 __all__ = [
-    "Frame",
     "SeriesCandidate",
     "find_series",
     "select_series",
     "format_series_table",
-    "is_dicom_input",
-    "lenient_reading",
+    "plane_label",
 ]
 
 logger = logging.getLogger(__name__)
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 _SPATIAL_POINTERS = {0x00200032, 0x00209057, 0x00200037}  # IPP, InStackPositionNumber, IOP
-_OBLIQUE_DEG = 1.0
-_IN_MEMORY_BYTES = 2 << 20  # a normal further than this from the closest patient axis is "oblique"
-
-
-@contextlib.contextmanager
-def lenient_reading() -> Iterator[None]:
-    """Read real files as they come: pydicom validation of values on read is off inside the block.
-
-    Archives hold UIDs with leading zeros, over-long DS strings and the like; they do not make the image
-    unreadable. (It switches a pydicom-wide setting for the duration of the block.)
-    """
-    settings = pydicom.config.settings
-    old = settings.reading_validation_mode
-    settings.reading_validation_mode = pydicom.config.IGNORE
-    try:
-        yield
-    finally:
-        settings.reading_validation_mode = old
-
-
-@dataclass
-class Frame:
-    """One 2D image: a single-frame file (``index`` None) or frame ``index`` (0-based) of a multi-frame one."""
-
-    path: Path
-    dataset: Dataset
-    index: int | None = None
-    per_frame: Dataset | None = None
-    shared: Dataset | None = None
-
-    def attr(self, sequence: str, keyword: str, default=None):
-        """``keyword`` from the frame's functional group ``sequence`` (per-frame, then shared), else the top level."""
-        for group in (self.per_frame, self.shared):
-            if group is not None and sequence in group:
-                seq = group[sequence].value
-                if len(seq) and keyword in seq[0] and seq[0][keyword].value not in (None, ""):
-                    return seq[0][keyword].value
-        value = self.dataset.get(keyword)
-        return default if value in (None, "") else value
-
-    @property
-    def label(self) -> str:
-        """The file name, with the frame number (1-based) for a multi-frame file."""
-        return self.path.name if self.index is None else f"{self.path.name} frame {self.index + 1}"
-
-    def ipp(self):
-        return self.attr("PlanePositionSequence", "ImagePositionPatient")
-
-    def iop(self):
-        return self.attr("PlaneOrientationSequence", "ImageOrientationPatient")
-
-    def pixel_spacing(self):
-        return self.attr("PixelMeasuresSequence", "PixelSpacing")
-
-    def rescale(self) -> tuple[float, float]:
-        """(slope, intercept) of the Modality LUT / Pixel Value Transformation; (1, 0) when absent."""
-        slope = self.attr("PixelValueTransformationSequence", "RescaleSlope", 1.0)
-        intercept = self.attr("PixelValueTransformationSequence", "RescaleIntercept", 0.0)
-        return float(slope), float(intercept)
+_OBLIQUE_DEG = 1.0  # a normal further than this from the closest patient axis is "oblique"
 
 
 @dataclass
@@ -174,28 +108,6 @@ def _syntax_name(ds: Dataset) -> str:
     return uid.name if uid is not None else "?"
 
 
-def is_dicom_input(path: str | os.PathLike) -> bool:
-    """True for what :func:`find_series` reads: a folder, a DICOMDIR, or a file with the DICOM marker."""
-    path = Path(path)
-    if path.is_dir():
-        return True
-    if not path.is_file():
-        return False
-    if path.name.upper() == "DICOMDIR" or path.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    return _has_dicom_marker(path)
-
-
-def _has_dicom_marker(path: Path) -> bool:
-    """True when the file has the DICOM preamble marker ``DICM`` at byte 128."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _walk(folder: Path) -> list[Path]:
     """Every file under ``folder`` (recursive, hidden names skipped), sorted."""
     out = []
@@ -235,46 +147,6 @@ def _files_of(path: Path) -> list[Path]:
     if path.name.upper() == "DICOMDIR":
         return _dicomdir_files(path)
     return [path]
-
-
-def _read_header(path: Path, notes: list[str]) -> Dataset | None:
-    """The file's dataset with its pixel data left on disk; None (with a note) when it is not DICOM."""
-    size = path.stat().st_size
-    if size == 0:
-        notes.append(f"skipped empty file {path.name}")
-        return None
-    try:
-        # defer_size: pixel data (and other big values) stay on disk until needed. A small file is parsed
-        # from memory (one read instead of many small ones); its deferred values are read from the path.
-        if size <= _IN_MEMORY_BYTES:
-            ds = pydicom.dcmread(io.BytesIO(path.read_bytes()), defer_size="4 KB")
-            ds.buffer, ds.filename, ds.fileobj_type = None, str(path), open  # drop the bytes, keep the path
-            ds.timestamp = path.stat().st_mtime
-        else:
-            ds = pydicom.dcmread(path, defer_size="4 KB")
-        if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-            ds = pydicom.dcmread(path)  # a deflated stream cannot be read from an offset later: read it whole
-        return ds
-    except InvalidDicomError:
-        notes.append(f"skipped non-DICOM file {path.name}")
-        return None
-    except Exception as exc:  # pydicom raises many types on damaged files
-        if _has_dicom_marker(path):
-            raise InputError(f"damaged DICOM file ({type(exc).__name__}: {exc})", path=path) from exc
-        notes.append(f"skipped non-DICOM file {path.name}")
-        return None
-
-
-def _frames_of(path: Path, ds: Dataset) -> list[Frame]:
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    shared_seq = ds.get("SharedFunctionalGroupsSequence")
-    shared = shared_seq[0] if shared_seq else None
-    if n == 1 and per_frame is None and shared is None:
-        return [Frame(path, ds)]
-    if per_frame is not None and len(per_frame) != n:
-        raise InputError(f"NumberOfFrames is {n} but the per-frame functional groups hold {len(per_frame)} items", path=path)
-    return [Frame(path, ds, k, per_frame[k] if per_frame is not None else None, shared) for k in range(n)]
 
 
 def _stack_keys(frames: list[Frame]) -> list[tuple]:
@@ -338,7 +210,7 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
     skipped = no_pixels = 0
     with lenient_reading():
         for file in files:
-            ds = _read_header(file, notes)
+            ds = read_header(file, notes)
             if ds is None:
                 skipped += 1
                 continue
@@ -354,7 +226,7 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
             seen.add(sop)
             uid = str(ds.get("SeriesInstanceUID", "")) or "<no SeriesInstanceUID>"
             first.setdefault(uid, ds)
-            by_uid.setdefault(uid, []).extend(_frames_of(file, ds))
+            by_uid.setdefault(uid, []).extend(frames_of(file, ds))
         if not by_uid:
             raise InputError(
                 f"no DICOM image files found ({len(files)} file(s) checked, {skipped} not DICOM, "

@@ -14,8 +14,10 @@ from pydicom.sequence import Sequence
 
 from monai_sr import geometry
 from monai_sr.errors import OutputError
-from monai_sr.io.dicom_reader import load_dicom_series, source_headers
-from monai_sr.io.dicom_writer import DerivedSeriesWriter, choose_rescale, write_derived_series
+from monai_sr.io.dicom.derived import choose_rescale
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import load_dicom_series
+from monai_sr.io.dicom.writer import DerivedSeriesWriter, write_derived_series
 
 SCALE = (2, 2, 1)
 

@@ -16,8 +16,10 @@ from pydicom.uid import EnhancedMRImageStorage, MRImageStorage
 
 from monai_sr import geometry
 from monai_sr.errors import OutputError
-from monai_sr.io.dicom_reader import load_dicom_series, source_headers
-from monai_sr.io.dicom_writer import DicomFormat, as_dicom_format, choose_rescale, write_derived_series
+from monai_sr.io.dicom.derived import choose_rescale
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import load_dicom_series
+from monai_sr.io.dicom.writer import DicomFormat, as_dicom_format, write_derived_series
 
 SCALE = (2, 2, 1)
 

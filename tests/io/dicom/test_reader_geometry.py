@@ -8,7 +8,8 @@ import pytest
 
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
-from monai_sr.io.dicom_reader import DicomSeriesReader, load_dicom_series, source_headers
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import DicomSeriesReader, load_dicom_series
 from monai_sr.io.scanner_series import write_original_mr_series
 
 

@@ -14,8 +14,9 @@ from pydicom.sequence import Sequence
 
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
-from monai_sr.io.dicom_reader import load_dicom_series, source_headers
-from monai_sr.io.dicom_series import find_series
+from monai_sr.io.dicom.discover import find_series
+from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.dicom.reader import load_dicom_series
 
 IOP = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]  # sagittal: rows go anterior, columns go down
 SPACING = [0.9, 0.8]

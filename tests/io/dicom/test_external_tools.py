@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from helpers import SAMPLE_SERIES, require_tool, run_cli
 
 from monai_sr import geometry
-from monai_sr.io.dicom_reader import load_dicom_series
+from monai_sr.io.dicom.reader import load_dicom_series
 
 
 def _dcm_files(folder):

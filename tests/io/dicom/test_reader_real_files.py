@@ -25,8 +25,9 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
-from monai_sr.io.dicom_reader import load_dicom_series
-from monai_sr.io.dicom_series import find_series, lenient_reading
+from monai_sr.io.dicom.discover import find_series
+from monai_sr.io.dicom.frames import lenient_reading
+from monai_sr.io.dicom.reader import load_dicom_series
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 NIBABEL_FILES = Path(nib.__file__).parent / "nicom" / "tests" / "data"

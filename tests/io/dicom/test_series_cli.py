@@ -10,7 +10,7 @@ import pytest
 from helpers import run_cli, tree_digest
 
 from monai_sr.errors import InputError
-from monai_sr.io.dicom_reader import load_dicom_series
+from monai_sr.io.dicom.reader import load_dicom_series
 from monai_sr.io.scanner_series import write_original_mr_series
 from monai_sr.pipeline import load_volume, preflight
 

@@ -1,9 +1,9 @@
 """The derived series as one Enhanced MR Image Storage object (multi-frame, functional groups).
 
-Written through :class:`monai_sr.io.dicom_writer.DerivedSeriesWriter` (or its whole-volume convenience
-:func:`~monai_sr.io.dicom_writer.write_derived_series`) with ``dicom_format="enhanced"``;
+Written through :class:`monai_sr.io.dicom.writer.DerivedSeriesWriter` (or its whole-volume convenience
+:func:`~monai_sr.io.dicom.writer.write_derived_series`) with ``dicom_format="enhanced"``;
 patient, study, series and frame-of-reference identity, rescale, window and source references come
-from the same :class:`~monai_sr.io.dicom_writer.DerivedPlan` as the classic slices, so frame ``k`` has
+from the same :class:`~monai_sr.io.dicom.derived.DerivedPlan` as the classic slices, so frame ``k`` has
 the position, pixels and sources of classic slice ``k``.
 
 Modules written (PS3.3 A.36.2, only those a derived MR image needs): Patient, General Study, Patient
@@ -36,7 +36,7 @@ from pydicom.uid import EnhancedMRImageStorage, generate_uid
 
 from monai_sr import __version__, geometry
 from monai_sr.errors import OutputError
-from monai_sr.io.dicom_writer import (
+from monai_sr.io.dicom.derived import (
     SOFTWARE_NAME,
     WINDOW_EXPLANATION,
     DerivedPlan,
@@ -176,7 +176,7 @@ def _source_evidence(plan: DerivedPlan) -> DicomSequence:
 
 
 class EnhancedMRFrames:
-    """The frames of one Enhanced MR object, streamed (see :class:`~monai_sr.io.dicom_writer.DerivedSeriesWriter`).
+    """The frames of one Enhanced MR object, streamed (see :class:`~monai_sr.io.dicom.writer.DerivedSeriesWriter`).
 
     The header (per-frame functional groups included) comes before the pixels in the file, and its shared
     rescale and window may only be known at the end, so frames go to a scratch file in the output folder

@@ -1,0 +1,204 @@
+"""Put a series' frames in slice order and check that they form one regular grid.
+
+Slices are ordered by their position along the normal (never by InstanceNumber or file name). Mixed
+orientations, matrices or pixel spacings, gantry tilt, positions off one line, missing slices and unequal
+steps raise :class:`~monai_sr.errors.GeometryError`; with ``resample=True`` unequal steps and missing
+slices get a regular grid to interpolate onto instead. SpacingBetweenSlices / SliceThickness are compared
+with the positions, not trusted; missing geometry is an error naming the file and tag. The affine of the
+ordered stack: :func:`series_affine` (RAS, see :mod:`monai_sr.geometry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from monai_sr import geometry
+from monai_sr.errors import GeometryError
+from monai_sr.io.dicom.frames import Frame, check_decodable
+
+__all__ = ["DicomSeries", "order_slices", "series_affine", "series_shape", "MAX_RESAMPLE_GAP"]
+
+#: With ``resample=True``, the largest gap (in median steps) that is filled by interpolation.
+MAX_RESAMPLE_GAP = 4.0
+
+_GEOMETRY = (
+    ("ImagePositionPatient", "PlanePositionSequence"),
+    ("ImageOrientationPatient", "PlaneOrientationSequence"),
+    ("PixelSpacing", "PixelMeasuresSequence"),
+)
+
+
+@dataclass
+class DicomSeries:
+    """One series chosen under ``folder``: its frames (pixel data deferred) in slice order, and notes.
+
+    ``positions`` are the frames' positions (mm) along the slice normal; ``grid`` the positions of the
+    regular slices to interpolate when the series is resampled (None when it is read as it is).
+    """
+
+    folder: Path
+    frames: list[Frame]
+    notes: list[str] = field(default_factory=list)
+    positions: np.ndarray | None = None
+    grid: np.ndarray | None = None
+
+    @property
+    def datasets(self) -> list[pydicom.Dataset]:
+        """The header of each slice's file (a multi-frame file's once per frame)."""
+        return [f.dataset for f in self.frames]
+
+    @property
+    def files(self) -> list[Path]:
+        return [f.path for f in self.frames]
+
+
+def _require(frame: Frame, keyword: str, sequence: str):
+    value = frame.attr(sequence, keyword)
+    if value is None or value == "":
+        where = f" ({sequence} of the functional groups, or top level)" if frame.index is not None else ""
+        raise GeometryError(f"missing {keyword}{where}: cannot place {frame.label} in patient space", path=frame.path)
+    return value
+
+
+def _floats(value, n: int, frame: Frame, keyword: str) -> np.ndarray:
+    try:
+        v = np.asarray([float(x) for x in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise GeometryError(f"unreadable {keyword} {value!r} in {frame.label}", path=frame.path) from exc
+    if v.shape != (n,) or not np.all(np.isfinite(v)):
+        raise GeometryError(f"{keyword} must hold {n} numbers, got {list(value)} in {frame.label}", path=frame.path)
+    return v
+
+
+def order_slices(folder: Path, frames: list[Frame], notes: list[str], *, resample: bool = False) -> DicomSeries:
+    """Sort by position along the normal; check orientation, matrix, spacing, decodability and steps."""
+    f0 = frames[0]
+    geo = []
+    for f in frames:
+        ipp, iop, ps = (_require(f, kw, seq) for kw, seq in _GEOMETRY)
+        geo.append((_floats(ipp, 3, f, "ImagePositionPatient"), _floats(iop, 6, f, "ImageOrientationPatient"),
+                    _floats(ps, 2, f, "PixelSpacing")))
+    ipp0, iop0, ps0 = geo[0]
+    normal = geometry.slice_normal(iop0)
+    shape0 = (f0.dataset.get("Rows"), f0.dataset.get("Columns"))
+    for f, (_, iop, ps) in zip(frames, geo):
+        if np.abs(iop - iop0).max() > 1e-4:
+            raise GeometryError(
+                f"mixed orientations in one series: {iop.round(5).tolist()} in {f.label} differs from "
+                f"{iop0.round(5).tolist()} in {f0.label}",
+                path=f.path,
+            )
+        shape = (f.dataset.get("Rows"), f.dataset.get("Columns"))
+        if shape != shape0:
+            raise GeometryError(f"matrix {shape[0]}x{shape[1]} differs from {shape0[0]}x{shape0[1]} of {f0.label}", path=f.path)
+        if np.abs(ps - ps0).max() > 1e-4:
+            raise GeometryError(f"PixelSpacing {ps.tolist()} in {f.label} differs from {ps0.tolist()}", path=f.path)
+    check_decodable(frames, notes)
+    order = np.argsort([float(g[0] @ normal) for g in geo], kind="stable")
+    frames = [frames[i] for i in order]
+    ipps = np.asarray([geo[i][0] for i in order])
+    positions = ipps @ normal
+    series = DicomSeries(folder=folder, frames=frames, notes=notes, positions=positions)
+    if len(frames) > 1:
+        _check_stacking(folder, ipps, normal, float(ps0.min()))
+        try:
+            # positions rounded to 0.1 mm in the headers make steps differ by up to 0.1 mm: accepted
+            step = geometry.check_slice_positions(positions, abs_tol=0.15, path=str(folder))
+        except GeometryError as exc:
+            if not resample:
+                raise GeometryError(f"{exc.cause}; resample=True (--resample) interpolates onto a regular grid", path=folder) from exc
+            series.grid, step = _regular_grid(folder, positions, exc)
+            notes.append(
+                f"resampled {len(positions)} slices at unequal positions (steps {np.diff(positions).min():.3f} to "
+                f"{np.diff(positions).max():.3f} mm) onto {len(series.grid)} slices every {step:.4f} mm along the normal "
+                f"(linear interpolation between neighbouring slices, positions from ImagePositionPatient)"
+            )
+        _check_spacing_tags(f0, step, notes)
+    return series
+
+
+def _check_stacking(folder: Path, ipps: np.ndarray, normal: np.ndarray, pixel: float) -> None:
+    """Refuse a stack whose slices do not follow the normal: gantry tilt / shear, or positions off one line."""
+    along = ipps[-1] - ipps[0]
+    length = float(np.linalg.norm(along))
+    if length < 1e-6:
+        return  # all on one position: check_slice_positions names the duplicates
+    cos = abs(float(along @ normal)) / length
+    if cos < np.cos(np.deg2rad(0.5)):
+        tilt = float(np.rad2deg(np.arccos(min(cos, 1.0))))
+        raise GeometryError(
+            f"slices are stacked {tilt:.2f} degrees off their normal (gantry tilt or shear); "
+            f"such a stack is not resampled (it needs an in-plane shear, which would change the images)",
+            path=folder,
+        )
+    d = ipps - ipps[0]
+    u = along / length
+    off = np.linalg.norm(d - np.outer(d @ u, u), axis=1)
+    if off.max() > 0.5 * pixel:
+        k = int(np.argmax(off))
+        raise GeometryError(
+            f"slice positions do not lie on one line: slice {k} is {off[k]:.3f} mm off the line through the first "
+            f"and last slice (several stacks or a moved table?)",
+            path=folder,
+        )
+
+
+def _regular_grid(folder: Path, positions: np.ndarray, reason: GeometryError) -> tuple[np.ndarray, float]:
+    """Positions of a regular grid from the first to the last slice, at about the median step."""
+    d = np.diff(positions)
+    step = float(np.median(d))
+    if d.min() < 0.05:
+        raise GeometryError(
+            f"{reason.cause}; cannot resample: two slices share a position (a repeated slice, or several stacks "
+            f"that need splitting)",
+            path=folder,
+        )
+    if d.max() > MAX_RESAMPLE_GAP * step:
+        raise GeometryError(
+            f"{reason.cause}; cannot resample: a gap of {d.max():.3f} mm is more than {MAX_RESAMPLE_GAP:g} times the "
+            f"median step ({step:.3f} mm), too much to fill by interpolation",
+            path=folder,
+        )
+    n = int(round((positions[-1] - positions[0]) / step)) + 1
+    grid = np.linspace(positions[0], positions[-1], n)
+    return grid, float(grid[1] - grid[0])
+
+
+def _check_spacing_tags(frame: Frame, step: float, notes: list[str]) -> None:
+    """Compare SpacingBetweenSlices with the measured step; the positions win, a mismatch is noted."""
+    sbs = frame.attr("PixelMeasuresSequence", "SpacingBetweenSlices")
+    if sbs is not None and abs(float(sbs) - step) > max(0.1, 0.05 * step):
+        notes.append(
+            f"SpacingBetweenSlices {float(sbs):g} mm contradicts the slice positions (step {step:.4g} mm); "
+            f"the positions are used"
+        )
+    thk = frame.attr("PixelMeasuresSequence", "SliceThickness")
+    if thk is not None and float(thk) > step * 1.05 + 0.1:
+        notes.append(f"SliceThickness {float(thk):g} mm exceeds the slice step {step:.4g} mm (overlapping slices)")
+
+
+def series_affine(series: DicomSeries) -> np.ndarray:
+    f0 = series.frames[0]
+    iop, ipp0, ps = f0.iop(), [float(v) for v in f0.ipp()], f0.pixel_spacing()
+    if series.grid is not None:
+        step: np.ndarray | float = float(series.grid[1] - series.grid[0])
+    elif len(series.frames) > 1:
+        first = np.asarray(ipp0)
+        last = np.asarray([float(v) for v in series.frames[-1].ipp()])
+        step = (last - first) / (len(series.frames) - 1)
+    else:
+        thk = f0.attr("PixelMeasuresSequence", "SpacingBetweenSlices") or f0.attr("PixelMeasuresSequence", "SliceThickness") or 1.0
+        step = float(thk)
+        series.notes.append(f"single slice: slice spacing taken from the header ({step:g} mm)")
+    return geometry.affine_from_dicom(iop, ipp0, ps, step)
+
+
+def series_shape(series: DicomSeries) -> tuple[int, int, int]:
+    """``(columns, rows, slices)`` of the series' volume, without reading pixels."""
+    ds0 = series.frames[0].dataset
+    n = len(series.grid) if series.grid is not None else len(series.frames)
+    return int(ds0.Columns), int(ds0.Rows), n
