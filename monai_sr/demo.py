@@ -44,7 +44,7 @@ def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrit
     from monai_sr.io.dicom.reader import load_dicom_series
     from monai_sr.io.nifti import load_nifti
     from monai_sr.pipeline import enhance
-    from monai_sr.transforms.degradation import fourier_resample
+    from monai_sr.transforms.kspace import fourier_resample
     from monai_sr.validation.metrics import head_mask, psnr, ssim
 
     series, reference = sample_paths()

@@ -12,7 +12,7 @@ What it makes (all parameters are the constants below and are recorded in data_s
   the scanner by changing the affine only (the voxels are Colin's own, never interpolated). Intensities
   are Colin's times 4 (exact integers, int16).
 * the LOW-resolution scanner series ``data/sample/colin27_t1_oblique_2mm/``: the reference with its
-  in-plane resolution halved by k-space truncation (:func:`monai_sr.transforms.degradation.fourier_resample`
+  in-plane resolution halved by k-space truncation (:func:`monai_sr.transforms.kspace.fourier_resample`
   to 90 x 108), magnitude taken as a scanner does, rounded, written as an ORIGINAL\\PRIMARY Siemens-style
   MR series (:func:`monai_sr.io.scanner_series.write_original_mr_series`); its affine is
   ``geometry.coarsened_affine(reference_affine, (2, 2, 1))``.
@@ -40,13 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from monai_sr import geometry
+from monai_sr.io.scanner_series import write_original_mr_series
+from monai_sr.transforms.kspace import fourier_resample
 
-from monai_sr import geometry  # noqa: E402
-from monai_sr.io.scanner_series import write_original_mr_series  # noqa: E402
-from monai_sr.transforms.degradation import fourier_resample  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 MANIFEST = REPO / "data_specs" / "sample_data.json"
 SAMPLE_DIR = "data/sample"
@@ -88,7 +86,7 @@ PARAMS = {
     "reference": {"shape": [180, 216, 60], "spacing_mm": [1.0, 1.0, 2.0], "dtype": "int16 (exact integers)"},
     "lowres": {
         "factors": [2, 2, 1],
-        "method": "monai_sr.transforms.degradation.fourier_resample to (90, 108) over axes (0, 1), "
+        "method": "monai_sr.transforms.kspace.fourier_resample to (90, 108) over axes (0, 1), "
         "np.abs, np.rint, uint16",
         "affine": "monai_sr.geometry.coarsened_affine(reference_affine, (2, 2, 1))",
         "dicom": {"style": "siemens", "seed": 27, "series_number": 3, "series_description": "t1_mprage_tra_2mm"},

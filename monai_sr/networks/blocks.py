@@ -10,7 +10,6 @@ in row-major order, so for an isotropic factor both give the same result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Real
 from typing import List
 
 import torch
@@ -20,9 +19,6 @@ __all__ = [
     "pixel_shuffle",
     "conv_layer",
     "ConvAct",
-    "check_spatial_dims",
-    "check_positive_int",
-    "check_scale",
     "upsample_stages",
     "SubpixelUpsample",
     "NearestConvUpsample",
@@ -87,37 +83,6 @@ class ConvAct(nn.Sequential):
             conv_layer(spatial_dims, in_channels, out_channels, kernel_size=kernel_size, stride=stride),
             nn.LeakyReLU(0.2, inplace=True),
         )
-
-
-def check_spatial_dims(spatial_dims: int) -> int:
-    """``spatial_dims`` if it is 2 or 3, else a ``ValueError`` naming it."""
-    if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    return int(spatial_dims)
-
-
-def check_positive_int(name: str, value: int, *, minimum: int = 1) -> int:
-    """``value`` if it is an integer ``>= minimum``, else a ``ValueError`` naming ``name`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_scale(scale: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
-    """One positive integer factor per spatial axis, from one factor for all axes or a sequence.
-
-    Raises:
-        ValueError: wrong number of factors, or a factor that is not a positive integer (named).
-    """
-    values = [scale] * spatial_dims if isinstance(scale, Real) else list(scale)
-    if len(values) != spatial_dims:
-        raise ValueError(f"scale {tuple(values)} must have {spatial_dims} factors (one per spatial axis)")
-    out = []
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, Real) or int(s) != s or s < 1:
-            raise ValueError(f"scale factors must be positive integers, got {s!r} in {tuple(values)}")
-        out.append(int(s))
-    return tuple(out)
 
 
 def _prime_factors(n: int) -> list[int]:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_sr.networks.blocks import check_positive_int, check_scale, check_spatial_dims, conv_layer, pixel_shuffle
+from monai_sr.checks import check_positive_int, check_scale, check_spatial_dims
+from monai_sr.networks.blocks import conv_layer, pixel_shuffle
 
 __all__ = ["SqueezeExcitation", "InvertedResidual", "MobileSR"]
 

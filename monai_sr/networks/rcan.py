@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from monai_sr.networks.blocks import SubpixelUpsample, check_positive_int, check_scale, check_spatial_dims, conv_layer
+from monai_sr.checks import check_positive_int, check_scale, check_spatial_dims
+from monai_sr.networks.blocks import SubpixelUpsample, conv_layer
 
 __all__ = ["ChannelAttentionLayer", "RCAB", "ResidualGroup", "RCAN"]
 

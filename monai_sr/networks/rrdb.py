@@ -12,7 +12,8 @@ from typing import List
 import torch
 from torch import nn
 
-from monai_sr.networks.blocks import NearestConvUpsample, check_positive_int, check_scale, check_spatial_dims, conv_layer
+from monai_sr.checks import check_positive_int, check_scale, check_spatial_dims
+from monai_sr.networks.blocks import NearestConvUpsample, conv_layer
 
 __all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet"]
 

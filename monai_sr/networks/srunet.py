@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_sr.networks.blocks import ConvAct, check_scale, conv_layer, pixel_shuffle
+from monai_sr.checks import check_scale
+from monai_sr.networks.blocks import ConvAct, conv_layer, pixel_shuffle
 
 __all__ = ["SRUNet"]
 

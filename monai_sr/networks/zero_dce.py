@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_sr.networks.blocks import check_positive_int, check_spatial_dims, conv_layer
+from monai_sr.checks import check_positive_int, check_spatial_dims
+from monai_sr.networks.blocks import conv_layer
 
 __all__ = ["ZeroDCE"]
 

@@ -1,7 +1,7 @@
 """Noise level of a magnitude MR image, estimated from the image itself.
 
 A magnitude image is ``|s + n_re + i n_im|`` with ``n_re, n_im ~ N(0, sigma^2)`` (Rician noise; the model
-of :class:`monai_sr.transforms.degradation.RicianNoise`). Two estimators of ``sigma``:
+of :class:`monai_sr.transforms.artefacts.RicianNoise`). Two estimators of ``sigma``:
 
 **Background** (:func:`sigma_from_background`). Where there is no signal (air around the head) the
 magnitude is Rayleigh distributed with parameter ``sigma``: ``E[b^2] = 2 sigma^2`` and its mode is

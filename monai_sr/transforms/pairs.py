@@ -1,7 +1,7 @@
 """Training pairs (LR, HR) from any HR volume, as MONAI transforms on MetaTensors.
 
 The LR volume is made from the whole HR volume first (:class:`MakeSRPair` with a degradation such as
-:class:`~monai_sr.transforms.degradation.SimulateLowResolution`), then aligned pieces are cut from both:
+:class:`~monai_sr.transforms.lowres.SimulateLowResolution`), then aligned pieces are cut from both:
 
 * :class:`RandPatchPair` / :class:`RandPatchPaird`: an LR patch of ``lr_size`` starting at LR index ``i``
   goes with the HR patch starting at ``s * i`` of size ``s * lr_size`` (``s`` = the per-axis factor, read

@@ -26,6 +26,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import MetaKeys, StrEnum, look_up_option
 
 from monai_sr import geometry
+from monai_sr.checks import check_scale
 
 __all__ = [
     "SLICE_THICKNESS_KEY",
@@ -207,14 +208,6 @@ def apply_sr_geometry(output: torch.Tensor, source: MetaTensor, scale: Sequence[
     return MetaTensor(data, meta=meta)
 
 
-def _check_scale(scale: Sequence[int] | int) -> tuple[int, ...]:
-    s = (scale,) if np.isscalar(scale) else tuple(scale)
-    for v in s:
-        if not (np.isscalar(v) and float(v) == int(v) and int(v) >= 1):
-            raise ValueError(f"scale factors must be positive integers, got {v!r} in {list(s)}")
-    return tuple(int(v) for v in s)
-
-
 class SRGeometry(Transform):
     """Give a network's output the geometry DESIGN.md prescribes, through :func:`apply_sr_geometry`.
 
@@ -239,7 +232,7 @@ class SRGeometry(Transform):
     """
 
     def __init__(self, scale: Sequence[int] | int, *, slice_axis: int | None = 2) -> None:
-        self.scale = _check_scale(scale)
+        self.scale = check_scale(scale)
         if slice_axis is not None and not (isinstance(slice_axis, (int, np.integer)) and slice_axis >= 0):
             raise ValueError(f"slice_axis must be a non-negative int or None, got {slice_axis!r}")
         self.slice_axis = slice_axis

@@ -327,7 +327,7 @@ def validate_volumes(
         m, mask_text = _mask(mask, _Volume(truth, affine, {}, ref.name), shape, affine, valid, "reference")
         range_rule = "reference max - min inside the mask"
     elif mode == "consistency":
-        from monai_sr.transforms.degradation import fourier_resample
+        from monai_sr.transforms.kspace import fourier_resample
 
         s = _coarsening(pred, low)
         axes = [a for a in range(3) if s[a] > 1]

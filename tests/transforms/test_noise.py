@@ -14,9 +14,9 @@ import torch
 from monai.data import MetaTensor
 
 from monai_sr.errors import InputError
-from monai_sr.training.pairs import rician_noise
-from monai_sr.transforms.intensity import robust_max
 from monai_sr.training.datasets import shared_data_dir
+from monai_sr.transforms.artefacts import rician_noise
+from monai_sr.transforms.intensity import robust_max
 from monai_sr.transforms.noise import (
     NOISE_SIGMA_KEY,
     EstimateNoise,

@@ -9,7 +9,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from monai_sr import geometry
-from monai_sr.transforms.degradation import RandSimulateLowResolution, SimulateLowResolution
+from monai_sr.transforms.lowres import RandSimulateLowResolution, SimulateLowResolution
 from monai_sr.transforms.pairs import MakeSRPair, MakeSRPaird, RandPatchPair, RandPatchPaird, pair_factors, slice_pairs
 
 

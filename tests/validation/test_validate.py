@@ -11,7 +11,7 @@ from monai.transforms import SpatialCrop
 from monai_sr import geometry
 from monai_sr.errors import GeometryError
 from monai_sr.pipeline import load_volume
-from monai_sr.transforms.degradation import KSpaceTruncation
+from monai_sr.transforms.kspace import KSpaceTruncation
 from monai_sr.validation.metrics import head_mask
 from monai_sr.validation.qa import position_findings, run_qa
 from monai_sr.validation.validate import default_slice_axis, validate_volumes
