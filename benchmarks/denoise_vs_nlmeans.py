@@ -5,7 +5,7 @@ Setup (the issue's "denoising at Rician 5% of the bright signal vs DIPY nlmeans(
 - clean: Colin27 T1 (``/work/shared/data/colin27_t1_1mm.nii.gz``, never used for training), RAS, float32;
 - bright signal: its 99.5th percentile (:func:`monai_sr.transforms.intensity.robust_max`, the pipeline's
   normalisation); noise ``sigma = 0.05 x bright``, Rician ``|x + n_re + i n_im|`` with a fixed seed
-  (:func:`monai_sr.training.pairs.rician_noise`, ``numpy.random.default_rng(seed)``);
+  (:func:`monai_sr.transforms.artefacts.rician_noise`, ``numpy.random.default_rng(seed)``);
 - bundle: ``bundles/mri_denoise_dncnn`` run end to end as a user runs it (``configs/inference.json``
   through MONAI's ConfigWorkflow: NIfTI in, NIfTI out, with the noise-level report), on the noisy volume
   written as NIfTI (float32, Colin27's affine); also with ``plane_axes=[2]`` (axial slices only, instead
@@ -40,7 +40,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from monai_sr.training.pairs import rician_noise
+from monai_sr.transforms.artefacts import rician_noise
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.transforms.noise import sigma_from_background, sigma_from_wavelet
 from monai_sr.validation.metrics import head_mask, slice_metrics

@@ -7,12 +7,11 @@ Quality: 24 axial 256 x 256 slices of Colin27 (1 mm, held-out subject) as refere
 input (128 x 128), normalised by the volume's 99.5th percentile; PSNR with ``data_range=1``. The int8
 models are calibrated (static) on 16 other slices of the same volume.
 
-    .venv/bin/python benchmarks/inference_backends.py
+    .venv/bin/python -m benchmarks.inference_backends
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 
-sys.path.insert(0, str(Path(__file__).parent))
-from inference_common import colin_slices, machine, shipped_srunet, timed  # noqa: E402
+from benchmarks.inference_common import colin_slices, machine, shipped_srunet, timed
 
-from monai_sr.inference import SliceWiseInferer  # noqa: E402
-from monai_sr.inference.backends import OnnxRuntimeNetwork, export_onnx, quantize_onnx_int8  # noqa: E402
-from monai_sr.validation.metrics import psnr_from_mse  # noqa: E402
+from monai_sr.inference import SliceWiseInferer
+from monai_sr.inference.backends import OnnxRuntimeNetwork, export_onnx, quantize_onnx_int8
+from monai_sr.validation.metrics import psnr_from_mse
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ network gives the floor. ``stream+mmap`` is the streaming run with glibc's ``MAL
 (large blocks always mmap'ed, so freed activation buffers go back to the system instead of fragmenting
 the heap).
 
-    .venv/bin/python benchmarks/inference_memory.py
+    .venv/bin/python -m benchmarks.inference_memory
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from inference_common import machine, make_series, shipped_srunet, timed  # noqa: E402
+from benchmarks.inference_common import machine, make_series, shipped_srunet, timed
 
 
 def child(series: Path, out: Path, mode: str) -> dict:
@@ -67,8 +66,9 @@ def main() -> None:
             env = dict(os.environ)
             if mode.endswith("+mmap"):  # glibc: big blocks always mmap'ed, so freed activations leave RSS
                 env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-            r = subprocess.run([sys.executable, __file__, "--child", str(series), str(args.workdir / "w3_out"),
-                                mode.split("+")[0]], capture_output=True, text=True, check=True, env=env)
+            child_args = ["--child", str(series), str(args.workdir / "w3_out"), mode.split("+")[0]]
+            r = subprocess.run([sys.executable, "-m", "benchmarks.inference_memory", *child_args],
+                               capture_output=True, text=True, check=True, env=env)
             res[(n, mode)] = json.loads(r.stdout.strip().splitlines()[-1])
             print(f"  {n:4d} slices {mode:11s}: peak RSS {res[(n, mode)]['maxrss_mib']:7.0f} MiB, "
                   f"{res[(n, mode)]['seconds']:.1f} s", flush=True)

@@ -8,25 +8,23 @@ whole result held, then written by the same ``DerivedSeriesWriter``. Both again 
 FLOP limit: network FLOPs (``count_flops``) over the conv2d throughput measured here (best of NCHW and
 channels-last 64->64 3x3), against the time of our inference alone and end to end.
 
-    .venv/bin/python benchmarks/inference_w1.py [--slices 100] [--workdir /tmp/monai_sr_bench]
+    .venv/bin/python -m benchmarks.inference_w1 [--slices 100] [--workdir /tmp/monai_sr_bench]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from inference_common import conv_peak_gflops, machine, make_series, shipped_srunet, timed  # noqa: E402
+from benchmarks.inference_common import conv_peak_gflops, machine, make_series, shipped_srunet, timed
 
-from monai_sr.inference import SliceWiseInferer  # noqa: E402
-from monai_sr.networks.complexity import count_flops  # noqa: E402
-from monai_sr.pipeline import enhance, load_volume  # noqa: E402
+from monai_sr.inference import SliceWiseInferer
+from monai_sr.networks.complexity import count_flops
+from monai_sr.pipeline import enhance, load_volume
 
 
 def baseline(series: Path, out: Path, net: torch.nn.Module, bf16: bool = False) -> None:

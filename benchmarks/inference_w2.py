@@ -6,24 +6,22 @@ the bicubic interpolation plus a zero body; the compute is that of a trained one
 same process: the FLOP limit (``count_flops`` of all planes over the measured conv2d peak), and the
 streamed variant (blocks of 8 slices with a halo of 8 input slices) against the whole-volume block.
 
-    .venv/bin/python benchmarks/inference_w2.py
+    .venv/bin/python -m benchmarks.inference_w2
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from inference_common import conv_peak_gflops, machine, make_series, timed  # noqa: E402
+from benchmarks.inference_common import conv_peak_gflops, machine, make_series, timed
 
-from monai_sr.inference import OrthogonalPlanesInferer  # noqa: E402
-from monai_sr.networks import SRUNet  # noqa: E402
-from monai_sr.networks.complexity import count_flops  # noqa: E402
-from monai_sr.pipeline import enhance, load_volume  # noqa: E402
+from monai_sr.inference import OrthogonalPlanesInferer
+from monai_sr.networks import SRUNet
+from monai_sr.networks.complexity import count_flops
+from monai_sr.pipeline import enhance, load_volume
 
 
 def main() -> None:

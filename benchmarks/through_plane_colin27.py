@@ -6,7 +6,7 @@ Quality (``--quality``):
 1. Colin27 T1 (1 mm, ``/work/shared/data/colin27_t1_1mm.nii.gz``, sha256-checked, RAS), the S axis cut to
    a multiple of 4 (180 slices), divided by its robust max (99.5th percentile).
 2. Degraded to 4 mm axial slices: Gaussian slice profile of FWHM 4 mm, decimated x4
-   (:class:`monai_sr.transforms.degradation.SimulateLowResolution` ``((1, 1, 4), slice_axis=2)``): slice
+   (:class:`monai_sr.transforms.lowres.SimulateLowResolution` ``((1, 1, 4), slice_axis=2)``): slice
    ``j`` centred at 1 mm index ``4 j + 1.5``, the field-of-view rule of DESIGN.md. 181 x 217 x 45.
 3. Back to 1 mm, the same FOV rule for every method (output slice ``j`` at input index
    ``(j + 0.5) / 4 - 0.5``):
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,17 +46,16 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from monai_sr.inference import OrthogonalPlanesInferer
+from monai_sr.networks import SRUNet
+from monai_sr.pipeline import enhance
+from monai_sr.training.datasets import load_training_volumes
+from monai_sr.training.internal import ThroughPlaneFit
+from monai_sr.transforms.intensity import robust_max
+from monai_sr.transforms.lowres import SimulateLowResolution
+from monai_sr.validation.metrics import head_mask, masked_data_range, slice_metrics
 
-from monai_sr.inference import OrthogonalPlanesInferer  # noqa: E402
-from monai_sr.networks import SRUNet  # noqa: E402
-from monai_sr.pipeline import enhance  # noqa: E402
-from monai_sr.training.datasets import load_training_volumes  # noqa: E402
-from monai_sr.training.internal import ThroughPlaneFit  # noqa: E402
-from monai_sr.transforms.degradation import SimulateLowResolution  # noqa: E402
-from monai_sr.transforms.intensity import robust_max  # noqa: E402
-from monai_sr.validation.metrics import head_mask, masked_data_range, slice_metrics  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 COLIN = "colin27_t1_1mm.nii.gz"
 FACTOR = 4

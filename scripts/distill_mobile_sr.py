@@ -45,7 +45,6 @@ import argparse
 import copy
 import json
 import logging
-import math
 import platform
 import re
 import sys
@@ -59,10 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from monai_sr.networks import RCAN, MobileSR, count_flops, count_parameters  # noqa: E402
+from monai_sr.networks import RCAN, MobileSR, count_flops, count_parameters
 
 LOG = logging.getLogger("distill_mobile_sr")
 COLIN27 = "colin27_t1_1mm.nii.gz"
@@ -83,45 +79,6 @@ class InterpolationResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x) + F.interpolate(x, scale_factor=self._factor, mode="bicubic", align_corners=False)
-
-
-def cached_pairs_class():
-    """:class:`CachedInPlaneSRPairs`, built on first use (the shared datasets module is imported lazily)."""
-    from monai_sr.training.datasets import InPlaneSRPairs, _as_pair
-    from monai_sr.training.pairs import DegradedStack, rician_noise
-
-    class CachedInPlaneSRPairs(InPlaneSRPairs):
-        """:class:`~monai_sr.training.datasets.InPlaneSRPairs` with every slice of a volume degraded once
-        per axis (a :class:`~monai_sr.training.pairs.DegradedStack`) instead of once per draw.
-
-        Same draws (the same calls on ``rng`` in the same order), same k-space truncation of the whole
-        slice, same crops; the Rician noise is drawn on the LR crop instead of the whole LR slice (i.i.d.
-        per pixel, so the same distribution). Measured on this machine: the shared class spends ~0.1 s of
-        CPU per 32 x 32 item (a whole-slice FFT per draw, plus a slice copy per foreground retry), more
-        than the network's training step per batch; this one a few milliseconds.
-        """
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self._stacks: dict[tuple[int, int], tuple[np.ndarray, DegradedStack]] = {}
-
-        def stack(self, volume: np.ndarray, axis: int) -> DegradedStack:
-            key = (id(volume), axis)
-            if key not in self._stacks:  # the volume is kept in the entry, so its id stays its own
-                self._stacks[key] = (volume, DegradedStack.from_volume(volume, axis, self.factor))
-            return self._stacks[key][1]
-
-        def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int):
-            f, p = self.factor, int(patch)
-            axis, k, i, j = self.draw(volume, rng, p)  # the shared maker's draws, in the same order
-            s = self.stack(volume, axis)
-            hr = s.hr[k, f * i : f * (i + p), f * j : f * (j + p)]
-            lr = s.lr[k, i : i + p, j : j + p]
-            if self.noise_prob > 0 and rng.random() < self.noise_prob:
-                lr = rician_noise(lr, float(rng.uniform(0.0, self.noise_sigma)), rng)
-            return _as_pair(lr, hr)
-
-    return CachedInPlaneSRPairs
 
 
 def make_teacher() -> nn.Module:
@@ -182,18 +139,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def lr_lambda(steps: int, warmup: int):
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 1% at ``steps`` (per iteration)."""
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return f
-
-
 def build_trainer(args: argparse.Namespace, net: nn.Module, teacher: nn.Module | None, kd_weight: float,
                   epoch_length: int, max_epochs: int):
     """A SupervisedTrainer (DistillationTrainer with a teacher) on the shared pair dataset.
@@ -203,17 +148,18 @@ def build_trainer(args: argparse.Namespace, net: nn.Module, teacher: nn.Module |
     from monai.engines import SupervisedTrainer
     from monai.handlers import LrScheduleHandler
 
-    from monai_sr.training.datasets import RandomPairDataset, load_training_volumes
+    from monai_sr.training.datasets import CachedInPlaneSRPairs, RandomPairDataset, load_training_volumes
     from monai_sr.training.distill import DistillationLoss, DistillationTrainer
+    from monai_sr.training.schedule import warmup_cosine_lambda
     from monai_sr.training.trainer import ProgressivePatch
 
     volumes = load_training_volumes(data_dir=args.data_dir)
-    ds = RandomPairDataset(volumes, cached_pairs_class()(factor=2), length=args.batch_size * epoch_length,
+    ds = RandomPairDataset(volumes, CachedInPlaneSRPairs(factor=2), length=args.batch_size * epoch_length,
                            patch=args.patch, seed=getattr(args, "seed", 0))
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=0)
     opt = torch.optim.Adam(net.parameters(), lr=getattr(args, "lr", 1e-3))
     steps = getattr(args, "steps", epoch_length * max_epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, getattr(args, "warmup", 50)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine_lambda(steps, getattr(args, "warmup", 50)))
     common = dict(device=torch.device("cpu"), max_epochs=max_epochs, train_data_loader=loader, network=net,
                   optimizer=opt, epoch_length=epoch_length, decollate=False, optim_set_to_none=True)
     if teacher is not None:
@@ -341,7 +287,7 @@ def measure(args: argparse.Namespace) -> None:
 def colin27_slices(data_dir: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Held-out Colin27: LR input ``(90, 108, n)`` and HR reference ``(180, 216, n)``, both divided by
     the robust maximum of the whole LR volume; ``n`` = 71 axial slices 20, 22, ..., 160."""
-    from monai_sr.transforms.degradation import fourier_resample
+    from monai_sr.transforms.kspace import fourier_resample
     from monai_sr.transforms.intensity import robust_max
 
     path = Path(data_dir) / COLIN27
@@ -396,7 +342,7 @@ def time_per_slice(methods: dict[str, nn.Module | None], rounds: int, size: int 
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from monai_sr.transforms.degradation import fourier_resample
+    from monai_sr.transforms.kspace import fourier_resample
     from monai_sr.validation.metrics import head_mask, masked_data_range, slice_metrics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -37,12 +34,12 @@ import torch
 from scipy import ndimage
 from torch.utils.data import DataLoader
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from monai_sr.networks import SRUNet  # noqa: E402
-from monai_sr.training.datasets import RandomPairDataset, SliceDataset, load_training_volumes, split_held_out  # noqa: E402
-from monai_sr.training.through_plane import ThroughPlanePairMaker  # noqa: E402
+from monai_sr.networks import SRUNet
+from monai_sr.training.datasets import RandomPairDataset, SliceDataset, load_training_volumes, split_held_out
+from monai_sr.training.schedule import warmup_cosine
+from monai_sr.training.through_plane import ThroughPlanePairMaker
+from monai_sr.training.trainer import save_atomic
+from monai_sr.validation.metrics import psnr
 
 LOG = logging.getLogger("pretrain_through_plane")
 
@@ -74,23 +71,12 @@ def patch_at(step: int, schedule: str) -> int:
     return [p for s, p in pairs if s <= step][-1]
 
 
-def learning_rate(step: int, args: argparse.Namespace) -> float:
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return args.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
-
-
 def cubic_along(lr: np.ndarray, factor: int, axis: int = 1) -> np.ndarray:
     """Cubic B-spline interpolation by ``factor`` along ``axis`` with the field-of-view rule (output
     pixel ``j`` at input index ``(j + 0.5) / s - 0.5``: ``grid_mode=True``)."""
     zoom = [1.0] * lr.ndim
     zoom[axis] = float(factor)
     return ndimage.zoom(lr, zoom, order=3, mode="mirror", grid_mode=True)
-
-
-def psnr1(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(float(np.mean((a.astype(np.float64) - b) ** 2)), 1e-12)))
 
 
 def validate(net: torch.nn.Module, val: SliceDataset, factor: int) -> tuple[float, float]:
@@ -101,16 +87,10 @@ def validate(net: torch.nn.Module, val: SliceDataset, factor: int) -> tuple[floa
         for n in range(len(val)):
             pair = val[n]
             x, y = pair["image"], pair["label"][0].numpy()
-            nets.append(psnr1(net(x[None])[0, 0].numpy(), y))
-            cub.append(psnr1(cubic_along(x[0].numpy(), factor), y))
+            nets.append(psnr(net(x[None])[0, 0].numpy(), y, data_range=1.0))
+            cub.append(psnr(cubic_along(x[0].numpy(), factor), y, data_range=1.0))
     net.train()
     return float(np.mean(nets)), float(np.mean(cub))
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             if step >= args.steps:
                 break
             for g in opt.param_groups:
-                g["lr"] = learning_rate(step, args)
+                g["lr"] = warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr)
             loss = torch.nn.functional.l1_loss(net(batch["image"]), batch["label"])
             opt.zero_grad(set_to_none=True)
             loss.backward()

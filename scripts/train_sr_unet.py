@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,16 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from monai_sr.errors import InputError
+from monai_sr.networks import SRUNet
+from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, verified_path
+from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
+from monai_sr.training.schedule import warmup_cosine
+from monai_sr.training.trainer import save_atomic
+from monai_sr.validation.metrics import psnr
 
-from monai_sr.errors import InputError  # noqa: E402
-from monai_sr.networks import SRUNet  # noqa: E402
-from monai_sr.training.datasets import verified_path  # noqa: E402
-from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, psnr, split_volume  # noqa: E402
-
-TRAINING_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
-SPEC = REPO / "data_specs" / "shared_data.json"
 LOG = logging.getLogger("train_sr_unet")
 
 
@@ -72,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def verified_paths(data_dir: Path) -> list[Path]:
     """The training files, each checked against its sha256 in data_specs/shared_data.json."""
     try:
-        return [verified_path(name, data_dir, spec=SPEC) for name in TRAINING_FILES]
+        return [verified_path(name, data_dir, spec=DATA_SPEC) for name in TRAINING_FILES]
     except InputError as exc:
         raise SystemExit(str(exc)) from exc
 
@@ -108,23 +105,10 @@ def validate(net: torch.nn.Module, stacks: list[DegradedStack]) -> tuple[float, 
                 lr = torch.from_numpy(s.lr[k][None, None])
                 sr = net(lr)[0, 0].numpy()
                 bic = F.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False)[0, 0].numpy()
-                sr_vals.append(psnr(sr, s.hr[k], 1.0))
-                bic_vals.append(psnr(bic, s.hr[k], 1.0))
+                sr_vals.append(psnr(sr, s.hr[k], data_range=1.0))
+                bic_vals.append(psnr(bic, s.hr[k], data_range=1.0))
     net.train()
     return float(np.mean(sr_vals)), float(np.mean(bic_vals))
-
-
-def learning_rate(step: int, args: argparse.Namespace) -> float:
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    t = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return args.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t))))
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     while step < args.steps:
         lr_np, hr_np = sampler.batch(args.batch_size)
         for g in opt.param_groups:
-            g["lr"] = learning_rate(step, args)
+            g["lr"] = warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr)
         loss = F.l1_loss(net(torch.from_numpy(lr_np)), torch.from_numpy(hr_np))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -5,9 +5,9 @@ the bright signal is :func:`monai_sr.transforms.intensity.robust_max` (the 99.5t
 volume), the same factor the inference pipeline divides its input by. The training volumes are already
 divided by it (bright signal = 1), so ``sigma`` is simply the fraction: 5% is ``sigma = 0.05``. The noise is
 the magnitude of complex Gaussian noise, ``|x + n_re + i n_im|`` with ``n_re, n_im ~ N(0, sigma^2)``
-(:func:`monai_sr.training.pairs.rician_noise`), the model of
-:class:`monai_sr.transforms.degradation.RicianNoise`. That transform states its level as an SNR relative
-to the *mean foreground* (``sigma = mean(fg) / snr``, see :func:`~monai_sr.transforms.degradation.rician_sigma`)
+(:func:`monai_sr.transforms.artefacts.rician_noise`), the primitive of
+:class:`monai_sr.transforms.artefacts.RicianNoise`. That transform states its level as an SNR relative
+to the *mean foreground* (``sigma = mean(fg) / snr``, see :func:`~monai_sr.transforms.artefacts.rician_sigma`)
 instead; :func:`snr_of_fraction` converts one into the other for a given volume.
 
 **Blind training.** Each pair draws ``sigma`` uniformly from ``sigma_range`` (default 1% to 10% of the
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from monai_sr.checks import check_range
 from monai_sr.training.datasets import SlicePairs
-from monai_sr.training.pairs import rician_noise
-from monai_sr.transforms.degradation import rician_sigma
+from monai_sr.transforms.artefacts import rician_noise, rician_sigma
 from monai_sr.transforms.intensity import robust_max
 
 __all__ = ["RicianDenoisePairs", "make_pair", "snr_of_fraction", "DEFAULT_SIGMA_RANGE"]
@@ -41,19 +41,12 @@ DEFAULT_SIGMA_RANGE = (0.01, 0.10)
 
 
 def snr_of_fraction(volume: np.ndarray, fraction: float, *, foreground_threshold: float = 0.1) -> float:
-    """The ``snr`` of :class:`~monai_sr.transforms.degradation.RicianNoise` whose ``sigma`` equals
+    """The ``snr`` of :class:`~monai_sr.transforms.artefacts.RicianNoise` whose ``sigma`` equals
     ``fraction x robust_max(volume)`` (so both definitions name the same noise)."""
     if not (np.isfinite(fraction) and fraction > 0):
         raise ValueError(f"fraction must be > 0, got {fraction!r}")
     sigma = fraction * robust_max(volume)
     return rician_sigma(volume, 1.0, foreground_threshold=foreground_threshold) / sigma
-
-
-def _check_range(r: Sequence[float], name: str, low: float) -> tuple[float, float]:
-    lo, hi = (float(v) for v in r)
-    if not (low <= lo <= hi and np.isfinite(hi)):
-        raise ValueError(f"{name} must be (low, high) with {low} <= low <= high, got {r!r}")
-    return lo, hi
 
 
 class RicianDenoisePairs(SlicePairs):
@@ -94,9 +87,9 @@ class RicianDenoisePairs(SlicePairs):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.sigma_range = _check_range(sigma_range, "sigma_range", 0.0)
-        self.gain_range = _check_range(gain_range, "gain_range", 1e-3)
-        self.zoom_range = _check_range(zoom_range, "zoom_range", 0.1)
+        self.sigma_range = check_range("sigma_range", sigma_range, low=0.0)
+        self.gain_range = check_range("gain_range", gain_range, low=1e-3)
+        self.zoom_range = check_range("zoom_range", zoom_range, low=0.1)
         if self.zoom_range[1] > 1.0:
             raise ValueError(f"zoom_range must lie in (0, 1] (zooming out only), got {zoom_range!r}")
         if not 0.0 <= zoom_prob <= 1.0:
@@ -111,7 +104,8 @@ class RicianDenoisePairs(SlicePairs):
     def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int) -> dict[str, torch.Tensor]:
         """A random ``patch`` x ``patch`` pair (the drawing rules of ``SlicePairs``).
 
-        Diverges from ``SlicePairs.__call__`` in two ways, both for speed (the data loader runs in the
+        The crop is drawn by ``SlicePairs.draw`` (at ``patch / zoom`` pixels when zooming out). Diverges
+        from ``SlicePairs.__call__`` in two ways, both for speed (the data loader runs in the
         training process on a 2-core machine): the noise is i.i.d. per pixel, so the crop is noised
         instead of the whole slice (the same distribution, ~20x fewer random numbers); and slices are
         taken by basic indexing (a view): ``np.take`` with a scalar index copies through a generic path
@@ -124,19 +118,8 @@ class RicianDenoisePairs(SlicePairs):
         p = int(round(out / zoom))
         if min(sorted(volume.shape)[1:]) < p:
             p, zoom = out, 1.0  # the zoomed-out crop does not fit: plain crop
-        axes = [a for a in range(3) if min(volume.shape[b] for b in range(3) if b != a) >= p]
-        if not axes:
-            raise ValueError(f"a volume of shape {volume.shape} has no slice that holds a {p}x{p} crop")
-        for _ in range(self.max_tries):
-            axis = int(rng.choice(axes))
-            k = int(rng.integers(volume.shape[axis]))
-            a, b = (volume.shape[c] for c in range(3) if c != axis)
-            i, j = int(rng.integers(a - p + 1)), int(rng.integers(b - p + 1))
-            index: list[Any] = [slice(None)] * 3
-            index[axis] = k
-            crop = volume[tuple(index)][i : i + p, j : j + p]
-            if np.mean(crop > self.foreground_level) >= self.min_foreground:
-                break  # a mostly empty crop after max_tries is harmless (background is learnt too)
+        axis, k, i, j = self.draw(volume, rng, p)  # factor 1: the crop is p x p pixels of the slice
+        crop = volume[(slice(None),) * axis + (k,)][i : i + p, j : j + p]
         clean = np.asarray(crop, dtype=np.float32)
         if p != out:  # zoom out: finer anatomy per pixel (anti-aliased bilinear)
             t = torch.from_numpy(np.ascontiguousarray(clean))[None, None]

@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -43,10 +42,12 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from monai_sr.checks import check_axis, check_positive_int
 from monai_sr.errors import ModelError
 from monai_sr.meta import NOTES_KEY
 from monai_sr.inference.base import network_device, network_scale
 from monai_sr.training.pairs import DegradedStack, PairSampler
+from monai_sr.training.schedule import cosine_decay
 from monai_sr.training.through_plane import ThroughPlanePairs
 
 __all__ = ["PairSource", "FitRecord", "fit_on_volume", "InternalLearning", "ThroughPlaneFit", "in_plane_pairs"]
@@ -87,8 +88,8 @@ class FitRecord:
 def _check_budget(steps: int | None, seconds: float | None) -> None:
     if steps is None and seconds is None:
         raise ValueError("give a budget: steps, seconds or both")
-    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 0):
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if steps is not None:
+        check_positive_int("steps", steps, minimum=0)
     if seconds is not None and not (np.isfinite(seconds) and seconds >= 0):
         raise ValueError(f"seconds must be a non-negative number, got {seconds!r}")
 
@@ -105,6 +106,7 @@ def fit_on_volume(
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
     log_every: int = 50,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[nn.Module, FitRecord]:
     """Fine-tune ``network`` in place on batches of ``pair_source`` until a budget is spent.
 
@@ -122,11 +124,12 @@ def fit_on_volume(
         threads: torch intra-op threads during the fit (restored afterwards); None leaves them.
         log: called with a progress line every ``log_every`` steps and at the end (default: this
             module's logger at INFO).
+        clock: seconds for the time budget (default ``time.perf_counter``; tests pass a step counter).
 
     Returns:
         ``(network, record)``: the same network object in eval mode and a :class:`FitRecord`.
     """
-    t0 = time.perf_counter()  # the budget covers the optimiser's set-up too (its first use imports a lot)
+    t0 = clock()  # the budget covers the optimiser's set-up too (its first use imports a lot)
     _check_budget(steps, seconds)
     if lr <= 0 or batch_size < 1:
         raise ValueError(f"lr must be > 0 and batch_size >= 1, got {lr} and {batch_size}")
@@ -142,7 +145,7 @@ def fit_on_volume(
     network.train()
     try:
         while True:
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
             if steps is not None and len(losses) >= steps:
                 break
             if seconds is not None and elapsed >= seconds:
@@ -150,7 +153,7 @@ def fit_on_volume(
                 break
             progress = max(len(losses) / steps if steps else 0.0, elapsed / seconds if seconds else 0.0)
             for g in opt.param_groups:
-                g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+                g["lr"] = lr * cosine_decay(progress)
             x, y = pair_source.batch(batch_size)
             x = torch.as_tensor(x, device=device)
             y = torch.as_tensor(y, device=device)
@@ -161,7 +164,7 @@ def fit_on_volume(
             losses.append(float(loss.detach()))
             if log_every and len(losses) % log_every == 0:
                 log(f"per-volume fit: step {len(losses)}, loss {np.mean(losses[-log_every:]):.5f}, "
-                    f"{time.perf_counter() - t0:.1f} s")
+                    f"{clock() - t0:.1f} s")
     finally:
         if threads is not None:
             torch.set_num_threads(before)
@@ -169,7 +172,7 @@ def fit_on_volume(
     n = min(10, len(losses))
     record = FitRecord(
         steps=len(losses),
-        seconds=time.perf_counter() - t0,
+        seconds=clock() - t0,
         loss_first=float(np.mean(losses[:n])) if n else float("nan"),
         loss_last=float(np.mean(losses[-n:])) if n else float("nan"),
         stopped_by=stopped_by,
@@ -199,26 +202,28 @@ def in_plane_pairs(
     return PairSampler([stack], lr_size=size, seed=seed, jitter=jitter, noise_prob=0.0, min_foreground=0.2)
 
 
+@dataclass(kw_only=True, eq=False)
 class _VolumeFit:
-    """Shared ``adapt`` hook logic: copy the network, make pairs from the input, fit, keep the record."""
+    """Shared ``adapt`` hook logic: copy the network, make pairs from the input, fit, keep the record.
 
-    def __init__(
-        self,
-        *,
-        steps: int | None,
-        seconds: float | None,
-        lr: float,
-        batch_size: int,
-        lr_size: int | Sequence[int],
-        seed: int,
-        threads: int | None,
-        enabled: bool,
-    ) -> None:
-        if enabled:
-            _check_budget(steps, seconds)
-        self.steps, self.seconds, self.lr, self.batch_size = steps, seconds, float(lr), int(batch_size)
-        self.lr_size, self.seed, self.threads, self.enabled = lr_size, int(seed), threads, bool(enabled)
-        self.records: list[FitRecord] = []
+    The fields are the hooks' keyword arguments (a bundle config builds them with ``_target_``); a
+    subclass sets its own defaults and adds its own fields, checked in :meth:`__post_init__`.
+    """
+
+    steps: int | None
+    seconds: float | None
+    lr: float = 1e-4
+    batch_size: int = 8
+    lr_size: int | Sequence[int] = 32
+    seed: int = 0
+    threads: int | None = None
+    enabled: bool = True
+    records: list[FitRecord] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            _check_budget(self.steps, self.seconds)
+        self.lr, self.batch_size, self.seed, self.enabled = float(self.lr), int(self.batch_size), int(self.seed), bool(self.enabled)
 
     @property
     def last_record(self) -> FitRecord | None:
@@ -251,6 +256,7 @@ class _VolumeFit:
         return fitted
 
 
+@dataclass(kw_only=True, eq=False)
 class InternalLearning(_VolumeFit):
     """``adapt`` hook: in-plane internal learning for an in-plane SR network (scale ``(s, s)``), see
     :func:`in_plane_pairs` and :func:`fit_on_volume`.
@@ -268,24 +274,13 @@ class InternalLearning(_VolumeFit):
         enhance(src, dst, network=sr_unet, adapt=adapt)
     """
 
-    def __init__(
-        self,
-        *,
-        steps: int | None = 200,
-        seconds: float | None = None,
-        lr: float = 1e-4,
-        batch_size: int = 8,
-        lr_size: int = 32,
-        axis: int = 2,
-        seed: int = 0,
-        threads: int | None = None,
-        enabled: bool = True,
-    ) -> None:
-        super().__init__(steps=steps, seconds=seconds, lr=lr, batch_size=batch_size, lr_size=lr_size, seed=seed,
-                         threads=threads, enabled=enabled)
-        if axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
-        self.axis = axis
+    steps: int | None = 200
+    seconds: float | None = None
+    axis: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_axis("axis", self.axis)
 
     def pairs(self, image: torch.Tensor, network: nn.Module) -> PairSampler:
         s = network_scale(network)
@@ -294,6 +289,7 @@ class InternalLearning(_VolumeFit):
         return in_plane_pairs(image, s[0], axis=self.axis, lr_size=int(self.lr_size), seed=self.seed)
 
 
+@dataclass(kw_only=True, eq=False)
 class ThroughPlaneFit(_VolumeFit):
     """``adapt`` hook: self-supervised through-plane fit (SMORE-style) of a 2D network of scale ``(1, s)``
     or ``(s, 1)`` before :class:`~monai_sr.inference.OrthogonalPlanesInferer` runs it; pairs from
@@ -310,28 +306,17 @@ class ThroughPlaneFit(_VolumeFit):
         enabled: False makes the hook return the network untouched (a config switch).
     """
 
-    def __init__(
-        self,
-        *,
-        steps: int | None = None,
-        seconds: float | None = 120.0,
-        lr: float = 1e-4,
-        batch_size: int = 8,
-        lr_size: int | Sequence[int] = 32,
-        lr_axis: int = 2,
-        slice_thickness: float | None = None,
-        profile: str = "gaussian",
-        seed: int = 0,
-        threads: int | None = None,
-        enabled: bool = True,
-    ) -> None:
-        super().__init__(steps=steps, seconds=seconds, lr=lr, batch_size=batch_size, lr_size=lr_size, seed=seed,
-                         threads=threads, enabled=enabled)
-        if lr_axis not in (0, 1, 2):
-            raise ValueError(f"lr_axis must be 0, 1 or 2, got {lr_axis!r}")
-        if slice_thickness is not None and not slice_thickness > 0:
-            raise ValueError(f"slice_thickness must be > 0 mm, got {slice_thickness!r}")
-        self.lr_axis, self.slice_thickness, self.profile = lr_axis, slice_thickness, profile
+    steps: int | None = None
+    seconds: float | None = 120.0
+    lr_axis: int = 2
+    slice_thickness: float | None = None
+    profile: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_axis("lr_axis", self.lr_axis)
+        if self.slice_thickness is not None and not self.slice_thickness > 0:
+            raise ValueError(f"slice_thickness must be > 0 mm, got {self.slice_thickness!r}")
 
     def pairs(self, image: torch.Tensor, network: nn.Module) -> ThroughPlanePairs:
         if not isinstance(image, MetaTensor):

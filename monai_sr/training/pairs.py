@@ -2,7 +2,7 @@
 
 The low-resolution (LR) image of a pair is what a scanner with a ``factor`` times smaller matrix over
 the same field of view reconstructs: the high-resolution (HR) slice's k-space truncated by
-:func:`monai_sr.transforms.degradation.fourier_resample`. The whole slice is truncated first, then
+:func:`monai_sr.transforms.kspace.fourier_resample`. The whole slice is truncated first, then
 aligned crops are cut: an HR crop starting at HR index ``f * i`` (size ``f * p``) goes with the LR crop
 starting at LR index ``i`` (size ``p``); LR voxel ``m`` of the crop sits at HR-crop index
 ``(m + 0.5) * f - 0.5``, which is the field-of-view rule of DESIGN.md, so the pair is geometrically
@@ -23,10 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monai_sr.transforms.degradation import fourier_resample
+from monai_sr.checks import check_positive_int
+from monai_sr.training.crops import augment_pair, crop_weights, draw_crop
+from monai_sr.transforms.artefacts import rician_noise
 from monai_sr.transforms.intensity import robust_max
+from monai_sr.transforms.kspace import fourier_resample
 
-__all__ = ["DegradedStack", "PairSampler", "split_volume", "normalise_volume", "rician_noise", "psnr"]
+__all__ = ["DegradedStack", "PairSampler", "split_volume", "normalise_volume"]
 
 
 def normalise_volume(volume: np.ndarray) -> np.ndarray:
@@ -64,8 +67,7 @@ class DegradedStack:
 
     @classmethod
     def from_volume(cls, volume: np.ndarray, axis: int, factor: int = 2) -> DegradedStack:
-        if factor < 1:
-            raise ValueError(f"factor must be a positive integer, got {factor}")
+        factor = check_positive_int("factor", factor)
         stack = np.moveaxis(np.asarray(volume, dtype=np.float32), axis, 0)
         a, b = (stack.shape[1] // factor) * factor, (stack.shape[2] // factor) * factor
         if a == 0 or b == 0:
@@ -82,25 +84,13 @@ class DegradedStack:
         return lr, hr
 
 
-def rician_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Magnitude of ``x`` plus complex Gaussian noise of standard deviation ``sigma`` per channel."""
-    re = x + rng.normal(0.0, sigma, x.shape)
-    im = rng.normal(0.0, sigma, x.shape)
-    return np.sqrt(re * re + im * im).astype(np.float32)
-
-
-def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
-    """Peak signal-to-noise ratio in dB with an explicit ``data_range``."""
-    mse = float(np.mean((np.asarray(pred, np.float64) - np.asarray(ref, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
-
-
 class PairSampler:
     """Random aligned (LR, HR) crops from :class:`DegradedStack` s, with augmentation.
 
-    Each draw picks a stack with probability proportional to its number of valid crop positions, a
-    slice and an LR position; crops whose HR has less than ``min_foreground`` of its pixels above
-    ``foreground_level`` (in normalised units) are redrawn. Augmentation: a random one of the eight
+    Each draw (:func:`monai_sr.training.crops.draw_crop`) picks a stack with probability proportional to
+    its number of valid crop positions, a slice and an LR position; crops whose HR has less than
+    ``min_foreground`` of its pixels above ``foreground_level`` (in normalised units) are redrawn.
+    Augmentation (:func:`monai_sr.training.crops.augment_pair`): a random one of the eight
     flips/transposes (applied to both images; they keep the field-of-view alignment), an intensity
     factor in ``[1 - jitter, 1 + jitter]`` applied to both (k-space truncation is linear), and with
     probability ``noise_prob`` Rician noise of ``sigma`` in ``[0, noise_sigma]`` on the LR only.
@@ -124,19 +114,15 @@ class PairSampler:
         noise_sigma: float = 0.02,
         max_tries: int = 50,
     ) -> None:
-        if lr_size < 1:
-            raise ValueError(f"lr_size must be positive, got {lr_size}")
+        lr_size = check_positive_int("lr_size", lr_size)
         factors = {s.factor for s in stacks}
         if len(factors) > 1:
             raise ValueError(f"all stacks must share one factor, got {sorted(factors)}")
         self.stacks = [s for s in stacks if s.lr.shape[1] >= lr_size and s.lr.shape[2] >= lr_size]
         if not self.stacks:
             raise ValueError(f"no stack has LR slices of at least {lr_size}x{lr_size}")
-        weights = np.array(
-            [s.lr.shape[0] * (s.lr.shape[1] - lr_size + 1) * (s.lr.shape[2] - lr_size + 1) for s in self.stacks],
-            dtype=np.float64,
-        )
-        self.weights = weights / weights.sum()
+        self.factor = factors.pop()
+        self.weights = crop_weights([s.hr for s in self.stacks], (lr_size, lr_size), (self.factor, self.factor))
         self.lr_size = lr_size
         self.min_foreground = min_foreground
         self.foreground_level = foreground_level
@@ -147,29 +133,17 @@ class PairSampler:
         self.rng = np.random.default_rng(seed)
 
     def _draw(self) -> tuple[np.ndarray, np.ndarray]:
-        rng, p = self.rng, self.lr_size
-        for _ in range(self.max_tries):
-            s = self.stacks[rng.choice(len(self.stacks), p=self.weights)]
-            k = int(rng.integers(s.lr.shape[0]))
-            i = int(rng.integers(s.lr.shape[1] - p + 1))
-            j = int(rng.integers(s.lr.shape[2] - p + 1))
-            lr, hr = s.crop(k, i, j, p)
-            if np.mean(hr > self.foreground_level) >= self.min_foreground:
-                return lr, hr
-        return lr, hr  # a mostly empty crop now and then is harmless
+        p, f = self.lr_size, self.factor
+        c = draw_crop(
+            self.rng, [s.hr for s in self.stacks], (p, p), (f, f), weights=self.weights,
+            min_foreground=self.min_foreground, foreground_level=self.foreground_level, max_tries=self.max_tries,
+        )
+        return self.stacks[c.source].crop(c.k, c.i, c.j, p)
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """One augmented pair: LR ``(p, p)`` and HR ``(f p, f p)``, float32."""
-        lr, hr = self._draw()
+        lr, hr = augment_pair(self.rng, *self._draw(), jitter=self.jitter)
         rng = self.rng
-        if rng.random() < 0.5:
-            lr, hr = lr[::-1], hr[::-1]
-        if rng.random() < 0.5:
-            lr, hr = lr[:, ::-1], hr[:, ::-1]
-        if rng.random() < 0.5:
-            lr, hr = lr.T, hr.T
-        gain = np.float32(1.0 + rng.uniform(-self.jitter, self.jitter))
-        lr, hr = lr * gain, hr * gain
         if rng.random() < self.noise_prob:
             lr = rician_noise(lr, float(rng.uniform(0.0, self.noise_sigma)), rng)
         return np.ascontiguousarray(lr, np.float32), np.ascontiguousarray(hr, np.float32)

@@ -18,8 +18,8 @@ made from a high-resolution plane equals, voxel for voxel, the plane the inferer
 the whole volume was degraded along its slice axis.
 
 **Geometry of a pair.** The degradation is
-:class:`~monai_sr.transforms.degradation.SimulateLowResolution` with ``factors`` ``s`` on the coarse axis
-and ``slice_axis`` = that axis (:func:`~monai_sr.transforms.degradation.slice_profile_weights`): LR
+:class:`~monai_sr.transforms.lowres.SimulateLowResolution` with ``factors`` ``s`` on the coarse axis
+and ``slice_axis`` = that axis (:func:`~monai_sr.transforms.lowres.slice_profile_weights`): LR
 voxel ``j`` is centred at HR index ``(j + 0.5) s - 0.5`` (the field-of-view rule of DESIGN.md, the one
 the inferer's output affine assumes) and weighs the HR pixels by the slice profile around it.
 
@@ -40,7 +40,8 @@ from monai.data import MetaTensor
 
 from monai_sr.errors import ModelError
 from monai_sr.inference.base import network_scale
-from monai_sr.transforms.degradation import SimulateLowResolution, SliceProfile
+from monai_sr.training.crops import augment_pair, crop_weights, draw_crop, volume_planes
+from monai_sr.transforms.lowres import SimulateLowResolution, SliceProfile
 from monai_sr.transforms.spacing import acquisition_geometry
 
 __all__ = [
@@ -80,7 +81,7 @@ def degrade_plane(
     The plane is cut at the end of ``coarse_axis`` (0 or 1 of the last two axes) to a multiple of
     ``factor``; returns ``(lr, hr)`` float32 with ``lr`` ``factor`` times smaller along that axis.
     ``thickness``: profile FWHM / width in HR pixels (default ``factor``), see
-    :func:`~monai_sr.transforms.degradation.slice_profile_weights`.
+    :func:`~monai_sr.transforms.lowres.slice_profile_weights`.
     """
     x = np.asarray(plane, dtype=np.float32)
     if x.ndim < 2 or coarse_axis not in (0, 1):
@@ -140,9 +141,10 @@ class ThroughPlanePairs:
 
     Each draw picks a stack (weighted by its number of crop positions), a plane, an LR position; crops
     with less than ``min_foreground`` of HR pixels above ``foreground_level`` are redrawn (up to
-    ``max_tries``). Augmentation (both images alike, keeping the field-of-view alignment): flips of either
-    axis and an intensity factor in ``[1 - jitter, 1 + jitter]`` (the degradation is linear). No
-    transposes: the two axes are not interchangeable.
+    ``max_tries``; :func:`monai_sr.training.crops.draw_crop`). Augmentation (both images alike, keeping the
+    field-of-view alignment; :func:`monai_sr.training.crops.augment_pair`): flips of either axis and an
+    intensity factor in ``[1 - jitter, 1 + jitter]`` (the degradation is linear). No transposes: the two
+    axes are not interchangeable.
 
     Args:
         stacks: planes coarse along their last axis.
@@ -180,36 +182,26 @@ class ThroughPlanePairs:
         fits = list(stacks)
         size = (min(size[0], min(s.lr.shape[1] for s in fits)), min(size[1], min(s.lr.shape[2] for s in fits)))
         self.stacks = fits
-        w = np.array([s.lr.shape[0] * (s.lr.shape[1] - size[0] + 1) * (s.lr.shape[2] - size[1] + 1) for s in fits], np.float64)
-        self.weights = w / w.sum()
         self.lr_size, self.factor, self.coarse_axis = size, factors.pop(), coarse_axis
+        self.weights = crop_weights([s.hr for s in fits], size, (1, self.factor))
         self.min_foreground, self.foreground_level, self.jitter, self.max_tries = min_foreground, foreground_level, jitter, max_tries
         self.rng = np.random.default_rng(seed)
 
     def _draw(self) -> tuple[np.ndarray, np.ndarray]:
-        rng, (p, q), f = self.rng, self.lr_size, self.factor
-        for _ in range(self.max_tries):
-            s = self.stacks[rng.choice(len(self.stacks), p=self.weights)]
-            k = int(rng.integers(s.lr.shape[0]))
-            i = int(rng.integers(s.lr.shape[1] - p + 1))
-            j = int(rng.integers(s.lr.shape[2] - q + 1))
-            hr = s.hr[k, i : i + p, f * j : f * (j + q)]
-            if np.mean(hr > self.foreground_level) >= self.min_foreground:
-                break
-        return s.lr[k, i : i + p, j : j + q], hr
+        (p, q), f = self.lr_size, self.factor
+        c = draw_crop(
+            self.rng, [s.hr for s in self.stacks], (p, q), (1, f), weights=self.weights,
+            min_foreground=self.min_foreground, foreground_level=self.foreground_level, max_tries=self.max_tries,
+        )
+        s = self.stacks[c.source]
+        return s.lr[c.k, c.i : c.i + p, c.j : c.j + q], s.hr[c.k, c.i : c.i + p, f * c.j : f * (c.j + q)]
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """One augmented pair ``(lr, hr)``: ``(p, q)`` and ``(p, f q)`` (transposed for coarse_axis 0)."""
-        lr, hr = self._draw()
-        rng = self.rng
-        if rng.random() < 0.5:
-            lr, hr = lr[::-1], hr[::-1]
-        if rng.random() < 0.5:
-            lr, hr = lr[:, ::-1], hr[:, ::-1]
-        gain = np.float32(1.0 + rng.uniform(-self.jitter, self.jitter))
+        lr, hr = augment_pair(self.rng, *self._draw(), transpose=False, jitter=self.jitter)
         if self.coarse_axis == 0:
             lr, hr = lr.T, hr.T
-        return np.ascontiguousarray(lr * gain, np.float32), np.ascontiguousarray(hr * gain, np.float32)
+        return np.ascontiguousarray(lr, np.float32), np.ascontiguousarray(hr, np.float32)
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` pairs: ``(n, 1, *lr)`` and ``(n, 1, *hr)`` float32."""
@@ -267,7 +259,7 @@ class ThroughPlanePairMaker:
     Args:
         factor: through-plane factor ``s``.
         thickness: profile FWHM / width in HR pixels (default ``factor``).
-        profile: :class:`~monai_sr.transforms.degradation.SliceProfile` or a measured profile.
+        profile: :class:`~monai_sr.transforms.lowres.SliceProfile` or a measured profile.
         coarse_axis: the network's coarse plane axis (1 for scale ``(1, s)``).
     """
 
@@ -303,18 +295,13 @@ class ThroughPlanePairMaker:
         combos = [(a, c) for a in range(3) for c in range(3) if a != c and volume.shape[3 - a - c] >= p and volume.shape[c] >= f * p]
         if not combos:
             raise ValueError(f"volume {volume.shape} has no plane for an LR patch of {p} at factor {f}")
-        for _ in range(self.max_tries):
-            a, c = combos[int(rng.integers(len(combos)))]
-            fine = 3 - a - c
-            k = int(rng.integers(volume.shape[a]))
-            plane = volume[(slice(None),) * a + (k,)]  # a view (np.take copies, 100x slower here)
-            plane = plane if fine < c else plane.T  # (fine, coarse)
-            start = int(rng.integers(volume.shape[c] % f + 1))  # vary the LR grid's phase
-            i = int(rng.integers(plane.shape[0] - p + 1))
-            j = int(rng.integers((plane.shape[1] - start) // f - p + 1))
-            hr = plane[i : i + p, start + f * j : start + f * (j + p)]
-            if np.mean(hr > self.foreground_level) >= self.min_foreground:
-                break
+        planes = [volume_planes(volume, a, 3 - a - c, c) for a, c in combos]  # (fine, coarse): views
+        crop = draw_crop(
+            rng, planes, (p, p), (1, f), vary_phase=True,  # vary the LR grid's phase along the coarse axis
+            min_foreground=self.min_foreground, foreground_level=self.foreground_level, max_tries=self.max_tries,
+        )
+        i, j, start = crop.i, crop.j, crop.start
+        plane = planes[crop.source][crop.k]
         # whole rows are degraded (the profile acts along them only), so it is never cut at the crop's border
         lr_rows, hr_rows = degrade_plane(plane[i : i + p, start:], f, thickness=self.thickness, profile=self.profile)
         return self._as_pair(lr_rows[:, j : j + p], hr_rows[:, f * j : f * (j + p)])

@@ -15,6 +15,8 @@
 - :class:`RunRecord`: logs the seed and versions when training starts and rides in the checkpoint
   (``CheckpointSaver(save_dict={..., "run": record})``), so a checkpoint says how it was made and a
   resumed run checks that it continues with the same seed.
+- :func:`save_atomic`: ``torch.save`` to a temporary file beside the target, then a rename, so a
+  checkpoint is either the old one or the new one, never half written (the training scripts use it).
 
 Examples (JSON, as in ``bundles/mri_sr_unet/configs/train.json``)::
 
@@ -27,17 +29,28 @@ Examples (JSON, as in ``bundles/mri_sr_unet/configs/train.json``)::
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-__all__ = ["AutocastInferer", "ProgressivePatch", "RunRecord", "InterpolatedInput", "autocast_dtype"]
+__all__ = ["AutocastInferer", "ProgressivePatch", "RunRecord", "InterpolatedInput", "autocast_dtype", "save_atomic"]
 
 LOG = logging.getLogger("monai_sr.training")
+
+
+def save_atomic(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through ``path.tmp`` and ``os.replace``: a reader (or a resumed run after a
+    kill) sees the previous file or the new one, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def autocast_dtype(device_type: str) -> torch.dtype:

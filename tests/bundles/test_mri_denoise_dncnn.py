@@ -17,7 +17,7 @@ import torch
 from helpers import REPO
 
 from monai_sr.io.dicom.reader import load_dicom_series
-from monai_sr.training.pairs import rician_noise
+from monai_sr.transforms.artefacts import rician_noise
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.validation.metrics import head_mask, psnr
 from monai_sr.training.datasets import shared_data_dir

@@ -8,7 +8,7 @@ import torch
 
 from monai_sr.training.datasets import RandomPairDataset, load_training_volumes
 from monai_sr.training.denoise import RicianDenoisePairs, snr_of_fraction
-from monai_sr.transforms.degradation import rician_sigma
+from monai_sr.transforms.artefacts import rician_sigma
 
 
 @pytest.fixture(scope="module")

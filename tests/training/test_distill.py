@@ -181,13 +181,13 @@ def _script():
 
 
 def test_cached_pairs_equal_the_shared_pair_maker():
-    """The script's cached pair maker draws exactly the pairs of InPlaneSRPairs (noise off: bitwise)."""
+    """The cached pair maker (the distillation script's) draws exactly the pairs of InPlaneSRPairs (noise off: bitwise)."""
     if not MNI152.exists():
         pytest.skip(f"{MNI152} is not available")
-    from monai_sr.training.datasets import InPlaneSRPairs, RandomPairDataset, load_training_volumes
+    from monai_sr.training.datasets import CachedInPlaneSRPairs, InPlaneSRPairs, RandomPairDataset, load_training_volumes
 
     volumes = load_training_volumes(names=(MNI152.name,), data_dir=MNI152.parent)
-    cached = _script().cached_pairs_class()
+    cached = CachedInPlaneSRPairs
     a = RandomPairDataset(volumes, InPlaneSRPairs(factor=2, noise_prob=0.0), length=12, patch=16, seed=3)
     b = RandomPairDataset(volumes, cached(factor=2, noise_prob=0.0), length=12, patch=16, seed=3)
     for i in range(12):

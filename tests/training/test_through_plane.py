@@ -1,10 +1,8 @@
 """Through-plane (SMORE-style) pairs: a pair made from a high-resolution plane is exactly the plane the
 OrthogonalPlanesInferer feeds the network when the volume was degraded along its slice axis; pairs from
-the input take the header's thickness; the per-volume fit learns and keeps to its time budget."""
+the input take the header's thickness; the per-volume fit learns within its step budget."""
 
 from __future__ import annotations
-
-import time
 
 import nibabel as nib
 import numpy as np
@@ -27,8 +25,8 @@ from monai_sr.training.through_plane import (
     profile_thickness_px,
     through_plane_factor,
 )
-from monai_sr.transforms.degradation import SimulateLowResolution
 from monai_sr.transforms.intensity import robust_max
+from monai_sr.transforms.lowres import SimulateLowResolution
 from monai_sr.transforms.spacing import SLICE_THICKNESS_KEY
 
 
@@ -136,21 +134,18 @@ def test_pairs_from_input_use_the_header_thickness(lr_volume):
         ThroughPlanePairs.from_input(lr_volume, SRUNet(2, scale=2, channels=(8,)))
 
 
-def test_through_plane_fit_learns_and_keeps_its_time_budget(lr_volume):
+def test_through_plane_fit_learns_within_its_step_budget(lr_volume):
+    """30 steps (the fit's time budget is tested with a tick clock in test_internal.py: no timing here)."""
     torch.manual_seed(0)
     net = SRUNet(2, scale=(1, 4), channels=(8, 16), residual=False)  # starts at ~0: a working fit must cut the loss
     probe = ThroughPlanePairs.from_input(lr_volume, net, lr_size=16, seed=99)
     x, y = (torch.from_numpy(a) for a in probe.batch(16))
     with torch.inference_mode():
         before = float(F.l1_loss(net(x), y))
-    torch.optim.Adam(net.parameters())  # the first Adam of a process imports for a second or more (in the budget)
-    hook = ThroughPlaneFit(seconds=2.0, lr=3e-3, lr_size=16, threads=1)
-    t0 = time.perf_counter()
+    hook = ThroughPlaneFit(steps=30, seconds=None, lr=3e-3, lr_size=16, threads=1)
     fitted = hook(lr_volume, net)
-    wall = time.perf_counter() - t0
     rec = hook.last_record
-    assert rec.stopped_by == "seconds" and rec.steps > 5
-    assert 2.0 <= rec.seconds < 3.0 and wall < 3.0 + rec.setup_seconds
+    assert rec.stopped_by == "steps" and rec.steps == 30
     with torch.inference_mode():
         after = float(F.l1_loss(fitted(x), y))
     assert after < 0.5 * before, (before, after)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,16 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BUNDLE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(BUNDLE.parents[1]))
+from monai_sr.bundles import load_inference_parts
+from monai_sr.demo import _bicubic, sample_paths
+from monai_sr.io.dicom.reader import load_dicom_series
+from monai_sr.io.nifti import load_nifti
+from monai_sr.pipeline import enhance
+from monai_sr.transforms.kspace import fourier_resample
+from monai_sr.validation.metrics import head_mask, psnr, ssim
 
-from monai_sr.bundles import load_inference_parts  # noqa: E402
-from monai_sr.demo import _bicubic, sample_paths  # noqa: E402
-from monai_sr.io.dicom.reader import load_dicom_series  # noqa: E402
-from monai_sr.io.nifti import load_nifti  # noqa: E402
-from monai_sr.pipeline import enhance  # noqa: E402
-from monai_sr.transforms.degradation import fourier_resample  # noqa: E402
-from monai_sr.validation.metrics import head_mask, psnr, ssim  # noqa: E402
+BUNDLE = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> dict:
