@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from monai_sr.errors import GeometryError, InputError
 
@@ -31,20 +29,13 @@ def sample_paths() -> tuple[Path, Path]:
     return series, reference
 
 
-def _bicubic(lr: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
-    """Bicubic per slice with align_corners=False, i.e. on the field-of-view grid of DESIGN.md."""
-    t = torch.from_numpy(np.moveaxis(lr, 2, 0)[:, None].astype(np.float32))
-    up = F.interpolate(t, scale_factor=scale, mode="bicubic", align_corners=False)[:, 0]
-    return np.moveaxis(up.numpy(), 0, 2)
-
-
 def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrite: bool = False, progress=None) -> str:
     """Run the demo; returns the printed report (summary and metric table)."""
     from monai_sr.bundles import load_inference_parts
     from monai_sr.io.dicom.reader import load_dicom_series
     from monai_sr.io.nifti import load_nifti
     from monai_sr.pipeline import enhance
-    from monai_sr.transforms.kspace import fourier_resample
+    from monai_sr.inference.baselines import bicubic, zero_filled
     from monai_sr.validation.metrics import head_mask, psnr, ssim
 
     series, reference = sample_paths()
@@ -65,8 +56,8 @@ def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrit
     scale = result.scale[:2]
     ref_a, lr_a = ref[0].numpy().astype(np.float64), lr[0].numpy().astype(np.float64)
     candidates = {
-        "bicubic": _bicubic(lr_a, scale),
-        "zero-filled k-space (sinc)": fourier_resample(lr_a, ref_a.shape[:2], axes=(0, 1)),
+        "bicubic": bicubic(lr_a, scale),
+        "zero-filled k-space (sinc)": zero_filled(lr_a, scale),
         f"SR ({type(parts['network']).__name__}, bundle {parts['bundle_root'].name})": sr[0].numpy(),
     }
     mask = head_mask(ref_a)

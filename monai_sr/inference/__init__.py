@@ -12,10 +12,14 @@ slices (:meth:`ScaleAwareInferer.stream`):
 Beside the family, :class:`PlaneMeanInferer` (a plain MONAI ``Inferer``, not streaming) averages a 2D
 denoiser run slice-wise along several axes.
 
-Backends (:mod:`monai_sr.inference.backends`): thread settings, ONNX export, ONNX Runtime, int8.
+Beside them: :mod:`~monai_sr.inference.consistency` (the acquired k-space band put back, the
+``data_consistency`` option of :class:`SliceWiseInferer`), :mod:`~monai_sr.inference.baselines`
+(zero-filled k-space and bicubic interpolation as networks), :mod:`~monai_sr.inference.batching` (batch
+from a memory budget, threads) and :mod:`~monai_sr.inference.backends` (ONNX export, ONNX Runtime, int8).
 """
 
-from monai_sr.inference.base import ScaleAwareInferer, network_device, network_scale
+from monai_sr.inference.base import ScaleAwareInferer, SelfEnsemble, network_device, network_scale
+from monai_sr.inference.baselines import BicubicInterpolation, ZeroFilledInterpolation
 from monai_sr.inference.batching import batch_for_budget, measure_peak_bytes, parse_bytes
 from monai_sr.inference.orthogonal import OrthogonalPlanesInferer
 from monai_sr.inference.planes import PlaneMeanInferer
@@ -28,6 +32,9 @@ __all__ = [
     "SlidingWindowSRInferer",
     "OrthogonalPlanesInferer",
     "PlaneMeanInferer",
+    "SelfEnsemble",
+    "ZeroFilledInterpolation",
+    "BicubicInterpolation",
     "network_scale",
     "network_device",
     "batch_for_budget",

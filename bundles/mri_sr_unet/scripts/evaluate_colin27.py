@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from monai_sr.bundles import load_inference_parts
-from monai_sr.demo import _bicubic, sample_paths
+from monai_sr.demo import sample_paths
+from monai_sr.inference.baselines import bicubic
 from monai_sr.io.dicom.reader import load_dicom_series
 from monai_sr.io.nifti import load_nifti
 from monai_sr.pipeline import enhance
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     mask = head_mask(ref)
     data_range = float(ref.max() - ref.min())
     candidates = {
-        "bicubic": _bicubic(lr, (2, 2)),
+        "bicubic": bicubic(lr, (2, 2)),
         "sinc": fourier_resample(lr, ref.shape[:2], axes=(0, 1)),
         "sr": sr,
     }
