@@ -148,7 +148,8 @@ def plan_derived_series(
     slice_thickness: float | None = None,
     source_frames: Sequence[int | None] | None = None,
 ) -> DerivedPlan:
-    """Check the inputs and build the parts both formats share (see :class:`DerivedSeriesWriter`)."""
+    """Check the inputs and build the parts both formats share (see
+    :class:`~monai_sr.io.dicom.writer.DerivedSeriesWriter`)."""
     shape = tuple(int(v) for v in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"expected a 3D volume (column, row, slice), got shape {shape}")

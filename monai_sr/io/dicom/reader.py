@@ -20,9 +20,8 @@ Array layout: ``(i = column, j = row, k = slice)``; the affine (meta ``"affine"`
 without pixel data, one per slice in slice order; for a multi-frame object the top-level attributes
 plus the frame's geometry and rescale, flattened) for the derived-series writer, and
 ``"monai_sr_notes"`` (what was tolerated or changed). Header dicts of different slices share their
-identical elements: treat them as read-only.
+identical elements: treat them as read-only. The meta keys: :mod:`monai_sr.meta`.
 """
-
 
 from __future__ import annotations
 
