@@ -13,7 +13,7 @@ onnxruntime is imported lazily (an optional dependency, the ``test`` extra).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np

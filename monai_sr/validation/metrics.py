@@ -271,13 +271,19 @@ def robust_z(x: np.ndarray, *, min_scale: float = 0.0) -> np.ndarray:
     return np.where(finite, z, np.nan)
 
 
-def head_mask(ref: np.ndarray, *, fraction: float = 0.1) -> np.ndarray:
-    """Foreground of a head MRI: voxels above ``fraction`` of the 99th percentile, holes filled per slice,
-    slightly dilated so edges count."""
+def head_mask(ref: np.ndarray, *, fraction: float = 0.1, planar: bool = False) -> np.ndarray:
+    """Foreground of a head MRI ``(X, Y, Z)``: voxels above ``fraction`` of the 99th percentile, closed,
+    holes filled per slice, slightly dilated so edges count.
+
+    ``planar=True`` closes and dilates each slice (axis 2) on its own: for a few slices or a single one
+    (the 3D closing erodes the first and last slices of the stack, all of a single slice)."""
     ref = np.asarray(ref, np.float32)
     thr = fraction * float(np.percentile(ref, 99))
     mask = ref > thr
-    mask = ndimage.binary_closing(mask, iterations=2)
+    structure = ndimage.generate_binary_structure(3, 1)
+    if planar:
+        structure[:, :, 0] = structure[:, :, 2] = False
+    mask = ndimage.binary_closing(mask, structure, iterations=2)
     for k in range(mask.shape[2]):
         mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
-    return ndimage.binary_dilation(mask, iterations=2)
+    return ndimage.binary_dilation(mask, structure, iterations=2)

@@ -1,0 +1,197 @@
+"""In-plane x2 SR on held-out scans of other subjects, contrasts, anatomy and vendors, through the CLI.
+
+Each held-out volume (from the shared data folder, ``$MONAI_SR_DATA``; none of them is used for training
+or model selection, see ``data_specs/shared_data.json``) is made low-resolution the way a scanner with
+half the matrix over the same field of view measures it: k-space truncated x2 in-plane with the
+field-of-view rule (:class:`monai_sr.transforms.kspace.KSpaceTruncation`), written as NIfTI. Then
+``monai-sr enhance LR.nii.gz SR.nii.gz`` runs as a whole process once per method (default, ``--fast``,
+and any ``--method NAME='ARGS'``), its output is checked to lie on the reference grid, and every result
+is scored against the reference inside the foreground (:func:`monai_sr.validation.metrics.head_mask`,
+``planar=True``), data range = reference max - min, next to bicubic and zero-filled k-space
+interpolation of the same input (the free physics baseline). Gains are over zero-filled; "min slice" is
+the smallest per-slice gain of that volume.
+
+Volumes (25 slices of each 3D scan; the 2D scans are single slices):
+
+* real: Colin27 T1 (Debian ``mricron-data``), pycortex S1 T1 (another subject and scanner), a Philips
+  shoulder T1 spin-echo slice at 0.195 mm and a Siemens abdomen T1 VIBE slice (``pydicom-data``);
+* synthetic (named as such): Colin27 and S1 under fixed T2-, PD- and FLAIR-like intensity remaps
+  (:meth:`monai_sr.training.synth.ContrastRandomiser.apply_lut`).
+
+A timing row runs a 256 x 256 x 25 input (S1's own slices, not scored) through each method.
+
+Examples::
+
+    python benchmarks/generalization.py                                   # default and --fast
+    python benchmarks/generalization.py --method plain='--set data_consistency=false --set self_ensemble=none --fast'
+    python benchmarks/generalization.py --json out/generalization.json --keep out/generalization
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from monai_sr.inference.baselines import bicubic, zero_filled
+from monai_sr.training.datasets import shared_data_dir, verified_path
+from monai_sr.training.synth import ContrastRandomiser
+from monai_sr.transforms.kspace import KSpaceTruncation
+from monai_sr.validation.metrics import head_mask, psnr
+
+#: Fixed remaps at :data:`monai_sr.training.synth.LUT_KNOTS` (T1 / its 99th percentile): air, CSF, GM, WM, fat.
+REMAPS = {
+    "T2-like": [0.0, 0.3, 0.95, 0.9, 0.7, 0.6, 0.45, 0.4, 0.5],
+    "PD-like": [0.0, 0.3, 0.7, 0.8, 0.85, 0.8, 0.7, 0.65, 0.7],
+    "FLAIR-like": [0.0, 0.1, 0.15, 0.3, 0.7, 0.8, 0.6, 0.5, 0.55],
+}
+N_SLICES = 25
+
+
+def _ras(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine
+
+
+def _axial(vol: np.ndarray, affine: np.ndarray, n: int = N_SLICES) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` contiguous axial slices around 60 % of the height, in-plane sizes cut to even (affine kept)."""
+    z0 = max(0, int(0.6 * vol.shape[2]) - n // 2)
+    out = vol[: vol.shape[0] // 2 * 2, : vol.shape[1] // 2 * 2, z0 : z0 + n]
+    aff = affine.copy()
+    aff[:3, 3] = affine[:3, :3] @ np.array([0, 0, z0]) + affine[:3, 3]
+    return np.ascontiguousarray(out), aff
+
+
+def held_out(data_dir: Path) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """``(name, kind, hr (X, Y, Z), affine)`` for every held-out volume (kind: real or synthetic)."""
+    vols = []
+    for name, file in (("Colin27 T1", "colin27_t1_1mm.nii.gz"), ("S1 T1", "pycortex_S1_T1.nii.gz")):
+        hr, aff = _axial(*_ras(verified_path(file, data_dir)))
+        vols.append((name, "real", hr, aff))
+    for name, file in (("shoulder T1 SE (Philips, 2D)", "pydicomdata_MR2_UNCR_shoulder_T1SE_2D.nii.gz"),
+                       ("abdomen T1 VIBE (Siemens, 2D)", "pydicomdata_MR-SIEMENS_abdomen_T1vibe_2D.nii.gz")):
+        img = nib.load(str(verified_path(file, data_dir)))
+        hr = np.asarray(img.dataobj, dtype=np.float32)
+        vols.append((name, "real", np.ascontiguousarray(hr[: hr.shape[0] // 2 * 2, : hr.shape[1] // 2 * 2]), img.affine))
+    for base in ("Colin27 T1", "S1 T1"):
+        _, _, hr, aff = next(v for v in vols if v[0] == base)
+        for contrast, lut in REMAPS.items():
+            if base == "S1 T1" and contrast == "PD-like":
+                continue
+            remapped = ContrastRandomiser.apply_lut(hr, np.asarray(lut)) * 1000.0
+            vols.append((f"{base.split()[0]} {contrast}", "synthetic", remapped, aff))
+    return vols
+
+
+def _save(vol: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    nib.save(nib.Nifti1Image(vol.astype(np.float32), affine), str(path))
+
+
+def run_cli(args: list[str]) -> float:
+    """Run ``python -m monai_sr enhance ...`` as a whole process; its wall time in seconds."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "monai_sr", "enhance", *args, "--quiet"], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"monai-sr enhance {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return seconds
+
+
+def slice_psnrs(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, data_range: float) -> np.ndarray:
+    return np.array([psnr(pred[..., k], ref[..., k], data_range=data_range, mask=mask[..., k])
+                     for k in range(ref.shape[2]) if mask[..., k].any()])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=None, help="shared data folder (default $MONAI_SR_DATA)")
+    p.add_argument("--method", action="append", default=[], metavar="NAME='ARGS'",
+                   help="another method: a name and the monai-sr enhance options it adds")
+    p.add_argument("--only", nargs="*", default=None, help="names of the methods to run (default: all)")
+    p.add_argument("--keep", default=None, help="keep the LR inputs and SR outputs in this folder")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    methods = {"default": [], "fast": ["--fast"]}
+    for spec in args.method:
+        name, _, opts = spec.partition("=")
+        methods[name] = shlex.split(opts)
+    if args.only:
+        methods = {k: v for k, v in methods.items() if k in args.only}
+    data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="generalization_"))
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # the in-process baselines; the CLI runs use the machine as a user's would
+
+    rows = []
+    for i, (name, kind, hr, affine) in enumerate(held_out(data_dir)):
+        lr_img = KSpaceTruncation(factors=(2, 2), axes=(0, 1))(MetaTensor(torch.from_numpy(hr[None]), affine=torch.as_tensor(affine)))
+        lr = lr_img[0].numpy()
+        lr_path = work / f"case{i}_lr.nii.gz"
+        _save(lr, np.asarray(lr_img.affine), lr_path)
+        ref = hr.astype(np.float64)
+        mask = head_mask(ref, planar=True)
+        data_range = float(ref.max() - ref.min())
+        preds = {"zero-filled": zero_filled(lr, 2), "bicubic": bicubic(lr, 2)}
+        seconds = {}
+        for method, opts in methods.items():
+            out = work / f"case{i}_{method}.nii.gz"
+            seconds[method] = run_cli([str(lr_path), str(out), "--overwrite", *opts])
+            img = nib.load(str(out))
+            if img.shape[:3] != ref.shape or not np.allclose(img.affine, affine, atol=1e-3):
+                raise SystemExit(f"{out}: not on the reference grid ({img.shape} vs {ref.shape})")
+            preds[method] = np.asarray(img.dataobj, dtype=np.float64).reshape(ref.shape)
+        scores = {m: psnr(v, ref, data_range=data_range, mask=mask) for m, v in preds.items()}
+        zf_slices = slice_psnrs(preds["zero-filled"], ref, mask, data_range)
+        row = {"volume": name, "kind": kind, "shape": list(ref.shape), "psnr_zero_filled": round(scores["zero-filled"], 3),
+               "gain_db": {m: round(scores[m] - scores["zero-filled"], 3) for m in preds if m != "zero-filled"},
+               "min_slice_gain_db": {m: round(float(np.min(slice_psnrs(preds[m], ref, mask, data_range) - zf_slices)), 3) for m in methods},
+               "seconds": {m: round(s, 1) for m, s in seconds.items()}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    s1 = next(v for v in held_out(data_dir) if v[0] == "S1 T1")
+    timing_in = work / "timing_256x256x25.nii.gz"
+    _save(s1[2][:256, :256], s1[3], timing_in)
+    timing = {m: round(run_cli([str(timing_in), str(work / f"timing_{m}.nii.gz"), "--overwrite", *o]), 1) for m, o in methods.items()}
+
+    names = ["bicubic", *methods]
+    lines = ["| volume | kind | zero-filled dB | " + " | ".join(f"{m} dB vs zero-filled" for m in names)
+             + " | " + " | ".join(f"{m} min slice" for m in methods) + " | " + " | ".join(f"{m} s" for m in methods) + " |",
+             "|" + "---|" * (3 + len(names) + 2 * len(methods))]
+    for r in rows:
+        lines.append(f"| {r['volume']} | {r['kind']} | {r['psnr_zero_filled']:.2f} | "
+                     + " | ".join(f"{r['gain_db'][m]:+.2f}" for m in names) + " | "
+                     + " | ".join(f"{r['min_slice_gain_db'][m]:+.2f}" for m in methods) + " | "
+                     + " | ".join(f"{r['seconds'][m]:.1f}" for m in methods) + " |")
+    summary = {}
+    for kind in ("real", "synthetic", "all"):
+        sel = [r for r in rows if kind == "all" or r["kind"] == kind]
+        summary[kind] = {m: {"mean": round(float(np.mean([r["gain_db"][m] for r in sel])), 3),
+                             "min": round(float(np.min([r["gain_db"][m] for r in sel])), 3)} for m in names}
+        lines.append(f"| **mean ({kind})** | | | " + " | ".join(f"{summary[kind][m]['mean']:+.2f}" for m in names)
+                     + " |" * (2 * len(methods) + 1))
+        lines.append(f"| **min volume ({kind})** | | | " + " | ".join(f"{summary[kind][m]['min']:+.2f}" for m in names)
+                     + " |" * (2 * len(methods) + 1))
+    lines.append("")
+    lines.append("Whole command on a 256 x 256 x 25 input (x2 -> 512 x 512 x 25): "
+                 + ", ".join(f"{m} {s:.1f} s" for m, s in timing.items()))
+    print("\n".join(lines))
+    result = {"rows": rows, "summary": summary, "timing_256x256x25_s": timing, "methods": methods}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
