@@ -46,6 +46,7 @@ from monai_sr.checks import check_axis, check_positive_int
 from monai_sr.errors import ModelError
 from monai_sr.meta import NOTES_KEY
 from monai_sr.inference.base import network_device, network_scale
+from monai_sr.training.guard import held_out_psnr, split_held_out
 from monai_sr.training.pairs import DegradedStack, PairSampler
 from monai_sr.training.schedule import cosine_decay
 from monai_sr.training.through_plane import ThroughPlanePairs
@@ -72,6 +73,9 @@ class FitRecord:
         loss_last: mean L1 loss of the last ``min(10, steps)`` steps.
         stopped_by: ``"steps"`` or ``"seconds"``: which budget ended the fit.
         setup_seconds: time spent making the pair source (filled in by the hooks).
+        held_out_before, held_out_after: PSNR (dB) of the pretrained and the fitted network on the
+            slices the fit never saw (:mod:`monai_sr.training.guard`); None without a guard.
+        kept: whether the fitted network was kept (always True without a guard).
     """
 
     steps: int
@@ -80,6 +84,9 @@ class FitRecord:
     loss_last: float
     stopped_by: str
     setup_seconds: float = 0.0
+    held_out_before: float | None = None
+    held_out_after: float | None = None
+    kept: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -212,6 +219,7 @@ class _VolumeFit:
 
     steps: int | None
     seconds: float | None
+    min_gain_db: float = 0.0
     lr: float = 1e-4
     batch_size: int = 8
     lr_size: int | Sequence[int] = 32
@@ -233,12 +241,19 @@ class _VolumeFit:
     def pairs(self, image: torch.Tensor, network: nn.Module) -> PairSource:
         raise NotImplementedError
 
+    def held_out(self, image: torch.Tensor, network: nn.Module) -> tuple[torch.Tensor, Callable[[nn.Module], float] | None, str]:
+        """``(image to make pairs from, score of a network on what was set aside, what was set aside)``;
+        no guard here: the whole image and no score (a hook with a guard overrides this)."""
+        return image, None, ""
+
     def __call__(self, image: torch.Tensor, network: nn.Module) -> nn.Module:
-        """Return a fitted copy of ``network`` (``network`` itself, untouched, when disabled)."""
+        """Return a fitted copy of ``network`` (``network`` itself, untouched, when disabled or when the
+        guard finds the fit worse than the pretrained network on the held-out part)."""
         if not self.enabled:
             return network
         t0 = time.perf_counter()
-        source = self.pairs(image, network)
+        train, score, held = self.held_out(image, network)
+        source = self.pairs(train, network)
         setup = time.perf_counter() - t0
         fitted = copy.deepcopy(network)
         fitted, record = fit_on_volume(
@@ -246,14 +261,20 @@ class _VolumeFit:
             seed=self.seed, threads=self.threads,
         )
         record.setup_seconds = setup
+        note = (f"per-volume fit ({type(self).__name__}): {record.steps} steps in {record.seconds:.0f} s "
+                f"(stopped by {record.stopped_by}), L1 loss {record.loss_first:.4g} -> {record.loss_last:.4g}")
+        if score is not None:
+            record.held_out_before, record.held_out_after = score(network), score(fitted)
+            gain = record.held_out_after - record.held_out_before
+            record.kept = bool(np.isfinite(gain) and gain > self.min_gain_db)
+            note += (f"; guard ({held}): {record.held_out_before:.2f} -> {record.held_out_after:.2f} dB "
+                     f"({gain:+.2f} dB), {'kept' if record.kept else 'rejected: the pretrained network is used'}")
         self.records.append(record)
+        LOG.info(note)
         notes = image.meta.get(NOTES_KEY) if isinstance(image, MetaTensor) else None
         if isinstance(notes, list):  # enhance puts them in its result (see monai_sr.pipeline.enhance)
-            notes.append(
-                f"per-volume fit ({type(self).__name__}): {record.steps} steps in {record.seconds:.0f} s "
-                f"(stopped by {record.stopped_by}), L1 loss {record.loss_first:.4g} -> {record.loss_last:.4g}"
-            )
-        return fitted
+            notes.append(note)
+        return fitted if record.kept else network
 
 
 @dataclass(kw_only=True, eq=False)
@@ -266,6 +287,12 @@ class InternalLearning(_VolumeFit):
         lr, batch_size, seed, threads: see :func:`fit_on_volume`.
         lr_size: LR crop side.
         axis: the spatial axis the slice-wise inferer runs along (2: the slices of a DICOM series).
+        guard: hold out part of the input (:func:`monai_sr.training.guard.split_held_out`), fit on the
+            rest, and keep the fitted network only if it beats the pretrained one there by more than
+            ``min_gain_db`` (:func:`~monai_sr.training.guard.held_out_psnr`); the decision and both
+            scores go to the notes and the :class:`FitRecord`.
+        guard_consistent: score the held-out slices after data consistency (as the inferer with
+            ``data_consistency`` runs the network).
         enabled: False makes the hook return the network untouched (a config switch).
 
     Examples::
@@ -277,16 +304,30 @@ class InternalLearning(_VolumeFit):
     steps: int | None = 200
     seconds: float | None = None
     axis: int = 2
+    guard: bool = True
+    guard_consistent: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_axis("axis", self.axis)
 
-    def pairs(self, image: torch.Tensor, network: nn.Module) -> PairSampler:
+    def held_out(self, image: torch.Tensor, network: nn.Module) -> tuple[torch.Tensor, Callable[[nn.Module], float] | None, str]:
+        if not self.guard:
+            return image, None, ""
+        train, held, how = split_held_out(_volume(image), self.axis)
+        factor = self._factor(network)
+        return (torch.from_numpy(np.ascontiguousarray(train))[None],
+                lambda net: held_out_psnr(net, held, self.axis, factor, consistent=self.guard_consistent), how)
+
+    @staticmethod
+    def _factor(network: nn.Module) -> int:
         s = network_scale(network)
         if len(s) != 2 or s[0] != s[1] or s[0] < 2:
             raise ModelError(f"in-plane internal learning needs a 2D network with scale (s, s), s >= 2; got {s}")
-        return in_plane_pairs(image, s[0], axis=self.axis, lr_size=int(self.lr_size), seed=self.seed)
+        return s[0]
+
+    def pairs(self, image: torch.Tensor, network: nn.Module) -> PairSampler:
+        return in_plane_pairs(image, self._factor(network), axis=self.axis, lr_size=int(self.lr_size), seed=self.seed)
 
 
 @dataclass(kw_only=True, eq=False)

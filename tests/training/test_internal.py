@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 
 from monai_sr.errors import ModelError
 from monai_sr.networks import SRUNet
+from monai_sr.training.guard import split_held_out
 from monai_sr.training.internal import FitRecord, InternalLearning, fit_on_volume, in_plane_pairs
 from monai_sr.transforms.intensity import robust_max
 
@@ -84,7 +85,7 @@ def test_in_plane_pairs_are_kspace_truncated_input_slices(volume):
 def test_hook_fits_a_copy_and_switch_off_returns_the_network(volume):
     net = SRUNet(2, scale=2, channels=(8, 16)).eval()
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    hook = InternalLearning(steps=5, batch_size=2, lr_size=16, lr=1e-2, threads=1)
+    hook = InternalLearning(steps=5, batch_size=2, lr_size=16, lr=1e-2, threads=1, guard=False)
     volume = volume.clone()
     volume.meta["monai_sr_notes"] = []
     fitted = hook(volume, net)
@@ -99,3 +100,37 @@ def test_hook_fits_a_copy_and_switch_off_returns_the_network(volume):
 def test_hook_refuses_a_network_that_is_not_in_plane(volume):
     with pytest.raises(ModelError, match="scale"):
         InternalLearning(steps=1)(volume, SRUNet(2, scale=(1, 4), channels=(8,)))
+
+
+def test_split_held_out_slices_or_halves():
+    vol = np.arange(10 * 12 * 9, dtype=np.float32).reshape(10, 12, 9)
+    train, held, how = split_held_out(vol, 2)
+    assert held.shape == (10, 12, 2) and train.shape == (10, 12, 7) and "2 of 9 slices" in how
+    np.testing.assert_array_equal(held, vol[:, :, [2, 6]])
+    train, held, how = split_held_out(vol[:, :, :3], 2)  # too few slices: halves of each slice
+    assert train.shape == (5, 12, 3) and held.shape == (5, 12, 3) and "half" in how
+    np.testing.assert_array_equal(held, vol[5:, :, :3])
+
+
+def test_guard_rejects_a_sabotaged_fit(volume):
+    net = SRUNet(2, scale=2, channels=(8, 16)).eval()  # zero head: bicubic, a sound start
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    hook = InternalLearning(steps=10, batch_size=2, lr_size=16, lr=0.5, threads=1)  # a learning rate that wrecks it
+    volume = volume.clone()
+    volume.meta["monai_sr_notes"] = []
+    out = hook(volume, net)
+    rec = hook.last_record
+    assert out is net and not rec.kept
+    assert rec.held_out_after < rec.held_out_before
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    assert "rejected" in volume.meta["monai_sr_notes"][-1] and "guard (2 of 8 slices held out)" in volume.meta["monai_sr_notes"][-1]
+
+
+def test_guard_keeps_a_fit_that_helps_on_held_out_slices(volume):
+    torch.manual_seed(0)
+    net = SRUNet(2, scale=2, channels=(8, 16)).eval()
+    hook = InternalLearning(steps=60, batch_size=4, lr_size=16, lr=2e-3, threads=1, guard_consistent=False)
+    out = hook(volume, net)
+    rec = hook.last_record
+    assert rec.kept and out is not net
+    assert rec.held_out_after > rec.held_out_before
