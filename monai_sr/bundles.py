@@ -86,6 +86,9 @@ def load_inference_parts(name_or_path: str | os.PathLike, **overrides: Any) -> d
     parser.read_config(str(root / "configs" / "inference.json"))
     parser["bundle_root"] = str(root)
     for key, value in overrides.items():
+        if key not in parser:
+            top = ", ".join(k for k in parser.get() if k != "imports" and not k.startswith("_"))
+            raise ModelError(f"the bundle's inference.json has no id {key!r} to override (ids: {top})", path=root)
         parser[key] = value
     ckpt = Path(parser.get_parsed_content("ckpt_path"))
     if not ckpt.is_file():
@@ -242,3 +245,15 @@ def as_bool(value: Any, name: str = "value") -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def as_mode(value: Any, name: str, modes: Sequence[str]) -> bool | str:
+    """A config switch that is either on/off (read by :func:`as_bool`) or one of ``modes`` (kept as the
+    string), e.g. ``self_ensemble``: ``true``, ``false``, ``"flips"`` or ``"full"``; anything else is a
+    ValueError naming the switch and the choices."""
+    if isinstance(value, str) and value.strip().lower() in modes:
+        return value.strip().lower()
+    try:
+        return as_bool(value, name)
+    except ValueError:
+        raise ValueError(f"{name} must be true, false or one of {list(modes)}, got {value!r}") from None

@@ -53,12 +53,12 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         destination = parse_destination(args.send)
         if checked.kind != "dicom":
             raise OutputError("--send needs a DICOM output (a folder), not NIfTI", path=args.output)
-    parts = load_inference_parts(args.bundle)
+    parts = load_inference_parts(args.bundle, **dict(args.set or ()))
     progress = _Progress(not args.quiet)
     try:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
-            adapt=parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
+            adapt=None if args.fast else parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
             overwrite=args.overwrite, progress=progress, checked=checked,
         )
     finally:
@@ -67,6 +67,20 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     if args.send:
         return _send(result.files, destination, args)
     return 0
+
+
+def _override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--set``: VALUE as a JSON literal (``8``, ``0.5``, ``true``, ``null``, ``"a"``) where it
+    is one, else the string itself (``flips``, ``"$@x + 1"``)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (a bundle config id and its value), got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
 
 
 def _send(files, destination, args: argparse.Namespace) -> int:
@@ -166,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT", help="new folder for a DICOM series, or a .nii/.nii.gz path")
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, metavar="NAME_OR_PATH", help=bundle_help)
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (after the new one is complete)")
+    p.add_argument("--fast", action="store_true", help=(
+        "skip the bundle's per-volume adaptation (e.g. mri_sr_unet's guarded internal learning; "
+        "mri_sr_selfsupervised's fit): the pretrained network only"))
+    p.add_argument("--set", action="append", type=_override, metavar="KEY=VALUE", help=(
+        "override an id of the bundle's configs/inference.json, as `python -m monai.bundle run --KEY VALUE` "
+        "does; repeatable. mri_sr_unet: self_ensemble=none|flips|full, data_consistency=true|false, "
+        "internal_learning=true|false, internal_learning_fit#steps=200; mri_denoise_dncnn and "
+        "mri_sr_selfsupervised: see their docs/README.md"))
     p.add_argument("--dicom-format", choices=("classic", "enhanced"), default=None, help=(
         "DICOM output: classic = one MR Image Storage file per slice (default); enhanced = one Enhanced MR "
         "Image Storage multi-frame file"))

@@ -103,3 +103,36 @@ def test_help_documents_every_option():
     for option in ("INPUT", "OUTPUT", "--bundle", "--overwrite", "--quiet", "--debug"):
         assert option in out
     assert "demo" in run_cli("--help").stdout
+
+
+def test_default_adapts_under_a_guard_and_keeps_the_measured_band(tmp_path):
+    from monai_sr.transforms.kspace import fourier_resample
+
+    rng = np.random.default_rng(3)
+    fine = rng.random((64, 56, 4)).astype(np.float32) * 300
+    low = fourier_resample(fine, (32, 28), (0, 1)).astype(np.float32)  # what a half-matrix scan measures
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(low, np.diag([1.8, 1.8, 4.0, 1.0])), src)
+    out = tmp_path / "out.nii.gz"
+    result = run_cli("enhance", src, out, "--quiet", "--set", "internal_learning_fit#steps=20")
+    assert result.returncode == 0, result.stderr
+    assert "per-volume fit (InternalLearning)" in result.stdout and "guard (" in result.stdout
+    sr = np.asarray(nib.load(out).dataobj, dtype=np.float64)
+    np.testing.assert_allclose(fourier_resample(sr, (32, 28), (0, 1)), low, atol=2e-3 * low.max())
+
+    plain = tmp_path / "plain.nii.gz"
+    result = run_cli("enhance", src, plain, "--quiet", "--fast", "--set", "self_ensemble=none", "--set", "data_consistency=false")
+    assert result.returncode == 0, result.stderr
+    assert "per-volume fit" not in result.stdout
+    sr = np.asarray(nib.load(plain).dataobj, dtype=np.float64)
+    assert np.abs(fourier_resample(sr, (32, 28), (0, 1)) - low).max() > 1e-2 * low.max()
+
+
+def test_set_refuses_an_unknown_id(tmp_path):
+    src = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.eye(4)), src)
+    out = tmp_path / "out.nii.gz"
+    before = tree_digest(src)
+    _assert_refused(run_cli("enhance", src, out, "--set", "self_ensembl=flips"), out, [src], [before],
+                    names="mri_sr_unet", cause="no id 'self_ensembl'")
+    assert run_cli("enhance", src, out, "--set", "novalue").returncode == 2
