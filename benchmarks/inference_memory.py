@@ -24,20 +24,9 @@ from benchmarks.inference_common import machine, make_series, shipped_srunet, ti
 
 
 def child(series: Path, out: Path, mode: str) -> dict:
-    from monai.inferers import Inferer
-
     from monai_sr.inference import SliceWiseInferer
+    from monai_sr.inference.streaming import WholeVolumeInferer
     from monai_sr.pipeline import enhance
-
-    class WholeVolume(Inferer):
-        def __init__(self, inner):
-            self.inner = inner
-
-        def volume_scale(self, network):
-            return self.inner.volume_scale(network)
-
-        def __call__(self, inputs, network, progress=None):
-            return self.inner(inputs, network, progress=progress)
 
     net = shipped_srunet()
     seconds = 0.0
@@ -45,7 +34,7 @@ def child(series: Path, out: Path, mode: str) -> dict:
         inferer = SliceWiseInferer(batch_size="auto", memory_budget="1GiB")
         shutil.rmtree(out, ignore_errors=True)
         _, seconds = timed(enhance, series, out, network=net,
-                           inferer=inferer if mode == "stream" else WholeVolume(inferer))
+                           inferer=inferer if mode == "stream" else WholeVolumeInferer(inferer))
         shutil.rmtree(out, ignore_errors=True)
     return {"maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
 

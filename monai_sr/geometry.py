@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from monai_sr.checks import check_scale
 from monai_sr.errors import GeometryError
 
 __all__ = [
@@ -155,12 +156,8 @@ def dicom_slice_geometry(affine: np.ndarray, k: int) -> tuple[list[float], list[
 
 
 def _scale_tuple(scale: Sequence[int] | int, ndim: int) -> np.ndarray:
-    s = np.asarray([scale] * ndim if np.isscalar(scale) else list(scale), dtype=np.float64)
-    if s.shape != (ndim,):
-        raise ValueError(f"scale must have {ndim} values, got {list(np.atleast_1d(scale))}")
-    if np.any(s <= 0) or np.any(s != np.round(s)):
-        raise ValueError(f"scale factors must be positive integers, got {s.tolist()}")
-    return s
+    """The factors as a float array of length ``ndim``, checked by :func:`monai_sr.checks.check_scale`."""
+    return np.asarray(check_scale(scale, ndim), dtype=np.float64)
 
 
 def scaled_affine(affine: np.ndarray, scale: Sequence[int] | int) -> np.ndarray:

@@ -25,7 +25,6 @@ from monai_sr.inference.slicewise import SliceWiseInferer
 from monai_sr.inference.streaming import stream_planes
 from monai_sr.io.atomic import check_output_free
 from monai_sr.io.dicom.derived import estimate_window
-from monai_sr.io.dicom.frames import is_dicom_input
 from monai_sr.io.dicom.headers import source_headers
 from monai_sr.io.nifti import NiftiSliceWriter, is_nifti_path
 from monai_sr.io.volume_source import InputScan, input_kind, open_volume, scan_input
@@ -284,7 +283,7 @@ class OutputFormat(StrEnum):
 
 
 def _is_dicom_file(path: Path) -> bool:
-    return path.is_file() and not is_nifti_path(path) and is_dicom_input(path)
+    return path.is_file() and input_kind(path) == "dicom"
 
 
 def find_cases(path: str | os.PathLike) -> list[Path]:
@@ -299,13 +298,13 @@ def find_cases(path: str | os.PathLike) -> list[Path]:
     if not path.exists():
         raise InputError("no such file or folder", path=path)
     if path.is_file():
-        if is_nifti_path(path) or is_dicom_input(path):
+        if input_kind(path) is not None:
             return [path]
         raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
     children = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     if any(_is_dicom_file(p) for p in children):
         return [path]
-    cases = [p for p in children if p.is_file() and is_nifti_path(p)]
+    cases = [p for p in children if p.is_file() and input_kind(p) == "nifti"]
     for sub in (p for p in children if p.is_dir()):
         if any(_is_dicom_file(Path(root) / f) for root, _, files in os.walk(sub) for f in files if not f.startswith(".")):
             cases.append(sub)
@@ -322,7 +321,7 @@ def case_output(case: Path, output_dir: Path, output_format: str) -> Path:
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
-    dicom_case = not is_nifti_path(case)
+    dicom_case = input_kind(case) != "nifti"
     if fmt == OutputFormat.DICOM and not dicom_case:
         raise OutputError("a DICOM series can only be written from a DICOM case; use output_format 'nifti' or 'auto'", path=case)
     if fmt == OutputFormat.NIFTI or (fmt == OutputFormat.AUTO and not dicom_case):

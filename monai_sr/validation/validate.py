@@ -10,7 +10,7 @@ Three modes, chosen by what is given:
     refused with a :class:`~monai_sr.errors.GeometryError` naming both files.
 ``consistency``
     No reference, a low-resolution INPUT: the prediction is degraded back with the model it was trained
-    to invert (k-space truncation, :func:`monai_sr.transforms.degradation.fourier_resample`) onto the
+    to invert (k-space truncation, :func:`monai_sr.transforms.kspace.fourier_resample`) onto the
     input's grid, which must be the prediction's grid coarsened by an integer factor per axis
     (:func:`monai_sr.geometry.coarsened_affine`), and compared with the input slice by slice. The input
     also gets the checks of ``qa``.
