@@ -38,7 +38,7 @@ from monai_sr.networks import SRUNet
 from monai_sr.training.datasets import RandomPairDataset, SliceDataset, load_training_volumes, split_held_out
 from monai_sr.training.schedule import warmup_cosine
 from monai_sr.training.through_plane import ThroughPlanePairMaker
-from monai_sr.training.trainer import save_atomic
+from monai_sr.training.trainer import save_atomic, train_step
 from monai_sr.validation.metrics import psnr
 
 LOG = logging.getLogger("pretrain_through_plane")
@@ -130,13 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         for batch in loader:
             if step >= args.steps:
                 break
-            for g in opt.param_groups:
-                g["lr"] = warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr)
-            loss = torch.nn.functional.l1_loss(net(batch["image"]), batch["label"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            loss = train_step(net, opt, batch["image"], batch["label"],
+                              lr=warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr))
+            losses.append(float(loss))
             step += 1
         v_net, v_cubic = validate(net, val, args.factor)
         rec = {"step": step, "epoch": epoch, "patch": ds.patch, "loss": float(np.mean(losses)), "val_psnr": v_net,

@@ -35,7 +35,7 @@ from monai_sr.networks import SRUNet
 from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, verified_path
 from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
-from monai_sr.training.trainer import save_atomic
+from monai_sr.training.trainer import save_atomic, train_step
 from monai_sr.validation.metrics import psnr
 
 LOG = logging.getLogger("train_sr_unet")
@@ -162,12 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     t_train = time.time()
     while step < args.steps:
         lr_np, hr_np = sampler.batch(args.batch_size)
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr)
-        loss = F.l1_loss(net(torch.from_numpy(lr_np)), torch.from_numpy(hr_np))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(net, opt, torch.from_numpy(lr_np), torch.from_numpy(hr_np),
+                          lr=warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr))
         step += 1
         n_done += 1
         loss_sum += loss.item()

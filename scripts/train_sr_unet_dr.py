@@ -33,7 +33,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet
@@ -41,7 +40,7 @@ from monai_sr.training.datasets import shared_data_dir, verified_path
 from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
 from monai_sr.training.synth import ContrastRandomiser
-from monai_sr.training.trainer import save_atomic
+from monai_sr.training.trainer import save_atomic, train_step
 from monai_sr.transforms.kspace import fourier_resample
 from monai_sr.validation.metrics import psnr
 
@@ -174,12 +173,8 @@ def main(argv: list[str] | None = None) -> None:
             sampler = PairSampler([s for v in pool for s in v], lr_size=lr_size, seed=args.seed + step,
                                   noise_prob=args.noise_prob, noise_sigma=args.noise_sigma)
         lr_np, hr_np = sampler.batch(args.batch_size)
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr)
-        loss = F.l1_loss(net(torch.from_numpy(lr_np)), torch.from_numpy(hr_np))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(net, opt, torch.from_numpy(lr_np), torch.from_numpy(hr_np),
+                          lr=warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr))
         step += 1
         n_done += 1
         loss_sum += loss.item()

@@ -17,6 +17,8 @@
   resumed run checks that it continues with the same seed.
 - :func:`save_atomic`: ``torch.save`` to a temporary file beside the target, then a rename, so a
   checkpoint is either the old one or the new one, never half written (the training scripts use it).
+- :func:`train_step`: one optimiser step of the training scripts' own loops (learning rate from their
+  schedule, loss, zero-grad, backward, step), so that every script steps the same way.
 
 Examples (JSON, as in ``bundles/mri_sr_unet/configs/train.json``)::
 
@@ -32,14 +34,16 @@ import logging
 import os
 import platform
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
-__all__ = ["AutocastInferer", "ProgressivePatch", "RunRecord", "InterpolatedInput", "autocast_dtype", "save_atomic"]
+__all__ = [
+    "AutocastInferer", "ProgressivePatch", "RunRecord", "InterpolatedInput", "autocast_dtype", "save_atomic", "train_step",
+]
 
 LOG = logging.getLogger("monai_sr.training")
 
@@ -51,6 +55,27 @@ def save_atomic(obj: object, path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def train_step(
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    lr: float | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = torch.nn.functional.l1_loss,
+) -> torch.Tensor:
+    """One step: every parameter group's learning rate set to ``lr`` (unless None), ``loss_fn(network(inputs),
+    target)``, gradients zeroed (``set_to_none``), backward, ``optimizer.step()``. Returns the loss, detached."""
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    loss = loss_fn(network(inputs), target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def autocast_dtype(device_type: str) -> torch.dtype:
