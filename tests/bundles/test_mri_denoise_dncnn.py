@@ -8,7 +8,6 @@ evaluate smoke runs) are in tests/bundles/test_bundle_spec.py.
 from __future__ import annotations
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -49,16 +48,6 @@ def test_layout_and_declared_identity_scale():
     with torch.inference_mode():
         assert net(torch.rand(2, 1, 45, 54)).shape == (2, 1, 45, 54)
     assert parts["adapt"] is not None  # the noise report rides on enhance's adapt hook (CLI too)
-
-
-@pytest.fixture
-def cases(small_series, tmp_path):
-    """A folder of two cases: a DICOM series folder and a NIfTI volume (the same voxels)."""
-    folder = tmp_path / "cases"
-    shutil.copytree(small_series, folder / "series_a")
-    src = load_dicom_series(small_series)
-    nib.save(nib.Nifti1Image(src[0].numpy().astype(np.float32), src.affine.numpy()), folder / "volume_b.nii.gz")
-    return folder, src
 
 
 def test_config_workflow_folder_of_cases(cases, tmp_path):

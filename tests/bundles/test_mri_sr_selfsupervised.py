@@ -5,7 +5,6 @@ cases (a DICOM series and a NIfTI volume) with a tiny per-volume fit budget, geo
 from __future__ import annotations
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -44,17 +43,6 @@ def test_weights_load_safely():
     assert load_inference_parts(BUNDLE, fit=False)["adapt"] is None
 
 
-@pytest.fixture()
-def cases(small_series, tmp_path):
-    """A folder of two cases: the small real DICOM series (2 mm slices, SliceThickness 2) and a NIfTI copy."""
-    folder = tmp_path / "cases"
-    folder.mkdir()
-    shutil.copytree(small_series, folder / "series")
-    src = load_dicom_series(small_series)
-    nib.save(nib.Nifti1Image(src[0].numpy().astype(np.float32), src.affine.numpy()), folder / "volume.nii.gz")
-    return folder, src
-
-
 def test_config_workflow_fits_each_case_and_writes_the_scaled_geometry(cases, tmp_path):
     from monai.bundle import ConfigWorkflow
 
@@ -78,14 +66,14 @@ def test_config_workflow_fits_each_case_and_writes_the_scaled_geometry(cases, tm
     expected = geometry.scaled_affine(src.affine.numpy(), SCALE)
     shape = tuple(n * s for n, s in zip(src.shape[1:], SCALE))
 
-    series = load_dicom_series(out / "series")
+    series = load_dicom_series(out / "series_a")
     assert tuple(series.shape[1:]) == shape
     np.testing.assert_allclose(series.affine.numpy(), expected, atol=1e-4)
-    first = pydicom.dcmread(next(iter(sorted((out / "series").iterdir()))))
-    thickness = float(pydicom.dcmread(next(iter(sorted((folder / "series").iterdir())))).SliceThickness)
+    first = pydicom.dcmread(next(iter(sorted((out / "series_a").iterdir()))))
+    thickness = float(pydicom.dcmread(next(iter(sorted((folder / "series_a").iterdir())))).SliceThickness)
     assert float(first.SliceThickness) == pytest.approx(thickness / 4)
 
-    img = nib.load(out / "volume.nii.gz")
+    img = nib.load(out / "volume_b.nii.gz")
     assert img.shape == shape
     np.testing.assert_allclose(img.affine, expected, atol=1e-4)
     # the fitted network still does what it was trained for: close to the input at the input's slices
@@ -103,13 +91,13 @@ def test_fit_switch_off(cases, tmp_path):
     out = tmp_path / "nofit"
     wf = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "inference.json"), workflow_type="infer", bundle_root=str(BUNDLE),
-        input_path=str(folder / "volume.nii.gz"), output_path=str(out), fit=False,
+        input_path=str(folder / "volume_b.nii.gz"), output_path=str(out), fit=False,
     )
     wf.initialize()
     wf.run()
     wf.finalize()
     assert wf.parser.get_parsed_content("through_plane_fit").records == []
-    assert nib.load(out / "volume.nii.gz").shape == tuple(n * s for n, s in zip(src.shape[1:], SCALE))
+    assert nib.load(out / "volume_b.nii.gz").shape == tuple(n * s for n, s in zip(src.shape[1:], SCALE))
 
 
 @pytest.mark.slow

@@ -4,12 +4,10 @@ safely, and the network's output is the input times the declared scale."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 from helpers import REPO
 
@@ -39,18 +37,6 @@ def test_weights_load_safely_and_scale_is_declared():
     with torch.inference_mode():
         y = net(torch.rand(2, 1, 45, 54))
     assert y.shape == (2, 1, 90, 108)
-
-
-@pytest.fixture
-def cases(small_series, tmp_path):
-    """A folder of two cases: a DICOM series folder and a NIfTI volume (the same voxels)."""
-    import nibabel as nib
-
-    folder = tmp_path / "cases"
-    shutil.copytree(small_series, folder / "series_a")
-    src = load_dicom_series(small_series)
-    nib.save(nib.Nifti1Image(src[0].numpy().astype(np.float32), src.affine.numpy()), folder / "volume_b.nii.gz")
-    return folder, src
 
 
 def _workflow(**overrides):
