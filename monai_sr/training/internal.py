@@ -46,6 +46,7 @@ from monai_sr.checks import check_axis, check_positive_int
 from monai_sr.errors import ModelError
 from monai_sr.meta import NOTES_KEY
 from monai_sr.inference.base import network_device, network_scale
+from monai_sr.inference.baselines import ZeroFilledInterpolation
 from monai_sr.training.guard import held_out_psnr, split_held_out
 from monai_sr.training.pairs import DegradedStack, PairSampler
 from monai_sr.training.schedule import cosine_decay
@@ -76,6 +77,9 @@ class FitRecord:
         held_out_before, held_out_after: PSNR (dB) of the pretrained and the fitted network on the
             slices the fit never saw (:mod:`monai_sr.training.guard`); None without a guard.
         kept: whether the fitted network was kept (always True without a guard).
+        held_out_fallback: PSNR of the hook's fallback (zero-filled interpolation for
+            :class:`InternalLearning`) on the same held-out part; None without one.
+        fallback_used: the fallback scored at least as well as the network chosen and replaced it.
     """
 
     steps: int
@@ -87,6 +91,8 @@ class FitRecord:
     held_out_before: float | None = None
     held_out_after: float | None = None
     kept: bool = True
+    held_out_fallback: float | None = None
+    fallback_used: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -246,9 +252,15 @@ class _VolumeFit:
         no guard here: the whole image and no score (a hook with a guard overrides this)."""
         return image, None, ""
 
+    def fallback(self, network: nn.Module) -> nn.Module | None:
+        """What the guard uses instead of any network that does not beat it on the held-out part (None:
+        no fallback)."""
+        return None
+
     def __call__(self, image: torch.Tensor, network: nn.Module) -> nn.Module:
         """Return a fitted copy of ``network`` (``network`` itself, untouched, when disabled or when the
-        guard finds the fit worse than the pretrained network on the held-out part)."""
+        guard finds the fit worse than the pretrained network on the held-out part; the hook's
+        :meth:`fallback` when that scores at least as well as the network chosen)."""
         if not self.enabled:
             return network
         t0 = time.perf_counter()
@@ -269,12 +281,21 @@ class _VolumeFit:
             record.kept = bool(np.isfinite(gain) and gain > self.min_gain_db)
             note += (f"; guard ({held}): {record.held_out_before:.2f} -> {record.held_out_after:.2f} dB "
                      f"({gain:+.2f} dB), {'kept' if record.kept else 'rejected: the pretrained network is used'}")
+        chosen = fitted if record.kept else network
+        fallback = self.fallback(network) if score is not None else None
+        if fallback is not None:
+            record.held_out_fallback = score(fallback)
+            best = record.held_out_after if record.kept else record.held_out_before
+            if not record.held_out_fallback < best:
+                record.fallback_used, chosen = True, fallback
+                note += (f"; {type(fallback).__name__} scores {record.held_out_fallback:.2f} dB there, not below the "
+                         f"network: it is used instead")
         self.records.append(record)
         LOG.info(note)
         notes = image.meta.get(NOTES_KEY) if isinstance(image, MetaTensor) else None
         if isinstance(notes, list):  # enhance puts them in its result (see monai_sr.pipeline.enhance)
             notes.append(note)
-        return fitted if record.kept else network
+        return chosen
 
 
 @dataclass(kw_only=True, eq=False)
@@ -293,6 +314,10 @@ class InternalLearning(_VolumeFit):
             scores go to the notes and the :class:`FitRecord`.
         guard_consistent: score the held-out slices after data consistency (as the inferer with
             ``data_consistency`` runs the network).
+        fallback_zero_filled: with the guard, use zero-filled k-space interpolation
+            (:class:`~monai_sr.inference.baselines.ZeroFilledInterpolation`) instead of the network when
+            it scores at least as well on the held-out part: the output is then never worse there than
+            the free physics baseline.
         enabled: False makes the hook return the network untouched (a config switch).
 
     Examples::
@@ -306,6 +331,7 @@ class InternalLearning(_VolumeFit):
     axis: int = 2
     guard: bool = True
     guard_consistent: bool = True
+    fallback_zero_filled: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -318,6 +344,9 @@ class InternalLearning(_VolumeFit):
         factor = self._factor(network)
         return (torch.from_numpy(np.ascontiguousarray(train))[None],
                 lambda net: held_out_psnr(net, held, self.axis, factor, consistent=self.guard_consistent), how)
+
+    def fallback(self, network: nn.Module) -> nn.Module | None:
+        return ZeroFilledInterpolation(self._factor(network)) if self.fallback_zero_filled else None
 
     @staticmethod
     def _factor(network: nn.Module) -> int:

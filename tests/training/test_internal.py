@@ -115,7 +115,8 @@ def test_split_held_out_slices_or_halves():
 def test_guard_rejects_a_sabotaged_fit(volume):
     net = SRUNet(2, scale=2, channels=(8, 16)).eval()  # zero head: bicubic, a sound start
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    hook = InternalLearning(steps=10, batch_size=2, lr_size=16, lr=0.5, threads=1)  # a learning rate that wrecks it
+    hook = InternalLearning(steps=10, batch_size=2, lr_size=16, lr=0.5, threads=1,  # a learning rate that wrecks it
+                            fallback_zero_filled=False)
     volume = volume.clone()
     volume.meta["monai_sr_notes"] = []
     out = hook(volume, net)
@@ -134,3 +135,20 @@ def test_guard_keeps_a_fit_that_helps_on_held_out_slices(volume):
     rec = hook.last_record
     assert rec.kept and out is not net
     assert rec.held_out_after > rec.held_out_before
+
+
+def test_guard_falls_back_to_zero_filled_when_no_network_beats_it(volume):
+    from monai_sr.inference import ZeroFilledInterpolation
+
+    torch.manual_seed(0)
+    net = SRUNet(2, scale=2, channels=(8, 16)).eval()
+    for p in net.parameters():  # a network that invents garbage
+        p.data.normal_(0, 0.3)
+    hook = InternalLearning(steps=2, batch_size=2, lr_size=16, lr=1e-6, threads=1, guard_consistent=False)
+    volume = volume.clone()
+    volume.meta["monai_sr_notes"] = []
+    out = hook(volume, net)
+    rec = hook.last_record
+    assert isinstance(out, ZeroFilledInterpolation) and out.scale == (2, 2) and rec.fallback_used
+    assert rec.held_out_fallback >= max(rec.held_out_before, rec.held_out_after)
+    assert "ZeroFilledInterpolation scores" in volume.meta["monai_sr_notes"][-1]
