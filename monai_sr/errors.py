@@ -7,16 +7,19 @@ single line ``monai-sr: error: <file>: <cause>`` and a non-zero exit code (a tra
 
 from __future__ import annotations
 
+import re
 from os import PathLike
 
 __all__ = ["MonaiSRError", "InputError", "GeometryError", "ModelError", "OutputError", "SendError"]
 
 
 class MonaiSRError(Exception):
-    """Base error. ``path`` (optional) is the file or folder the error is about."""
+    """Base error. ``path`` (optional) is the file or folder the error is about. The message is kept on
+    one line (line breaks of a library's message become spaces), as the CLI prints it."""
 
     def __init__(self, message: str, *, path: str | PathLike | None = None) -> None:
         self.path = None if path is None else str(path)
+        message = re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip()
         self.cause = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
 

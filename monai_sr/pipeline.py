@@ -23,7 +23,7 @@ from monai_sr.errors import InputError, MonaiSRError, OutputError
 from monai_sr.inference.base import ScaleAwareInferer
 from monai_sr.inference.slicewise import SliceWiseInferer
 from monai_sr.inference.streaming import stream_planes
-from monai_sr.io.atomic import check_output_free
+from monai_sr.io.atomic import check_not_inside, make_output_folder, release_output, release_output_on_error, reserve_output
 from monai_sr.io.dicom.derived import estimate_window
 from monai_sr.io.dicom.headers import source_headers
 from monai_sr.io.nifti import NiftiSliceWriter, is_nifti_path
@@ -126,18 +126,20 @@ def preflight(
 ) -> Preflight:
     """Cheap checks before any model is loaded or voxel read: the input exists and has a readable kind
     (a DICOM input holds the series ``series`` names, or only one), the output kind fits the input, the
-    output is free. ``scan``: this input's :func:`~monai_sr.io.volume_source.scan_input` made before."""
+    output is free, not inside the input, and is reserved for this process (a second writer is refused as
+    "in use"; the reservation ends when :func:`enhance` has written or failed, or the process ends; see
+    :mod:`monai_sr.io.atomic`). ``scan``: this input's :func:`~monai_sr.io.volume_source.scan_input` made before."""
     path = Path(input_path)
     if not path.exists():
         raise InputError("no such file or folder", path=path)
     scan = scan_input(path, series=series, scanned=scan)  # DICOM: several series and no choice: refuse now
     kind = output_kind(input_path, output_path)
-    if Path(output_path).resolve() == path.resolve():
-        raise OutputError("output is the input; the input is never modified", path=output_path)
-    check_output_free(output_path, overwrite=overwrite)
+    check_not_inside(output_path, path)  # the input is never modified nor written into
+    reserve_output(output_path, overwrite=overwrite)  # also proves the folder writable, before any model loads
     return Preflight(kind, scan)
 
 
+@release_output_on_error("output_path")
 def enhance(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -358,14 +360,14 @@ def enhance_cases(
     plan = [(case, case_output(case, out_dir, output_format)) for case in cases]
     if len({dst for _, dst in plan}) != len(plan):
         raise OutputError("two cases have the same name; their outputs would collide", path=input_path)
-    created = not out_dir.exists()
-    if created and not out_dir.parent.is_dir():
-        raise OutputError("the folder to write into does not exist", path=out_dir.parent)
-    out_dir.mkdir(exist_ok=True)
+    check_not_inside(out_dir, input_path, replaced=False)  # the cases' outputs go into it, it is not replaced
+    created = make_output_folder(out_dir)
     try:
         for case, dst in plan:
             preflight(case, dst, overwrite=overwrite)
     except MonaiSRError:
+        for _, dst in plan:
+            release_output(dst)
         if created:
             out_dir.rmdir()
         raise

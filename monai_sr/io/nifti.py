@@ -22,7 +22,7 @@ from monai.data import MetaTensor
 
 from monai_sr import geometry
 from monai_sr.errors import InputError, OutputError
-from monai_sr.io.atomic import atomic_output
+from monai_sr.io.atomic import atomic_output, pause_point
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "check_nifti_shape", "load_nifti", "save_nifti", "NiftiSliceWriter"]
 
@@ -144,8 +144,11 @@ class NiftiSliceWriter:
             raise OutputError(f"slice {k} has shape {plane.shape}, expected {self.shape[:2]}", path=self.path)
         if not 0 <= k < self.shape[2]:
             raise OutputError(f"slice index {k} outside 0..{self.shape[2] - 1}", path=self.path)
+        first = not self._done.any()
         self._data[:, :, k] = plane
         self._done[k] = True
+        if first:
+            pause_point("writing")  # the tests' kill -9 moment (no effect without $MONAI_SR_TEST_PAUSE)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         stack, self._stack = self._stack, None

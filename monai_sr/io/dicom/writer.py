@@ -33,7 +33,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from monai_sr.errors import InputError, OutputError
-from monai_sr.io.atomic import atomic_output, check_output_free
+from monai_sr.io.atomic import atomic_output, check_output_free, pause_point
 from monai_sr.io.dicom.classic import ClassicSlices
 from monai_sr.io.dicom.derived import estimate_window, peak_of, plan_derived_series, slope_for_peak
 
@@ -222,7 +222,10 @@ class DerivedSeriesWriter:
         rows = self._sink.add(int(k), plane)  # (row, column) float64, valid until the next call
         if self._sample is not None:
             self._sample.add(rows)
+        first = not self._done.any()
         self._done[k] = True
+        if first:
+            pause_point("writing")  # the tests' kill -9 moment (no effect without $MONAI_SR_TEST_PAUSE)
         if self._progress:
             self._progress(int(self._done.sum()), n)
 
