@@ -71,36 +71,67 @@ def find_bundle(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-def load_inference_parts(name_or_path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
+def _cause(exc: BaseException) -> str:
+    """One line for a config error: the innermost cause, not MONAI's dump of the config expression."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {line[:200]}" if line else type(exc).__name__
+
+
+def load_inference_parts(name_or_path: str | os.PathLike, *, trust: bool = False, **overrides: Any) -> dict[str, Any]:
     """Parse the bundle's inference config and return ``{"network", "inferer", "adapt", "derivation",
-    "bundle_root", "parser"}`` with the weights loaded (by the config's own ``load_weights`` expression);
-    ``derivation`` is the config's Derivation Description text for DICOM output, or None.
+    "bundle_root", "parser"}`` with the weights loaded by :func:`monai_sr.bundle_trust.load_checkpoint`
+    (``torch.load(..., weights_only=True)``, whatever the config's ``load_weights`` says; that entry is
+    not evaluated here); ``derivation`` is the config's Derivation Description text for DICOM output, or None.
+
+    A bundle from outside the shipped ones (``bundles/`` of this repository) is checked first by
+    :func:`monai_sr.bundle_trust.check_config_trust`: one whose ``_target_`` or ``$`` expressions reach
+    beyond ``monai``, ``monai_sr`` and ``torch`` is refused (ModelError naming it) unless ``trust``.
 
     ``adapt`` is the config's per-volume fit hook for :func:`monai_sr.pipeline.enhance` (``None`` when
     the config has none or its switch, e.g. ``internal_learning``, is off); ``overrides`` set config
     ids before parsing, e.g. ``internal_learning=True``."""
     from monai.bundle import ConfigParser
 
+    from monai_sr.bundle_trust import check_config_trust, is_shipped_bundle, load_checkpoint
+
     root = find_bundle(name_or_path)
+    config_file = root / "configs" / "inference.json"
     parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
+    try:
+        parser.read_config(str(config_file))
+    except ValueError as exc:  # json.JSONDecodeError
+        raise ModelError(f"not a valid JSON config ({_cause(exc)})", path=config_file) from None
+    except OSError as exc:
+        raise ModelError(f"cannot read the config ({exc.strerror or exc})", path=config_file) from None
+    if not isinstance(parser.get(), dict):
+        raise ModelError("the config is not a JSON object of ids", path=config_file)
     parser["bundle_root"] = str(root)
     for key, value in overrides.items():
         if key not in parser:
             top = ", ".join(k for k in parser.get() if k != "imports" and not k.startswith("_"))
             raise ModelError(f"the bundle's inference.json has no id {key!r} to override (ids: {top})", path=root)
         parser[key] = value
-    ckpt = Path(parser.get_parsed_content("ckpt_path"))
-    if not ckpt.is_file():
-        raise ModelError("bundle weights not found", path=ckpt)
+    if not trust and not is_shipped_bundle(root):  # before anything of the config is evaluated
+        try:
+            parser.resolve_macro_and_relative_ids()
+        except Exception as exc:
+            raise ModelError(f"cannot resolve the config's macros ({_cause(exc)})", path=config_file) from None
+        check_config_trust(parser.get(), config_file)
     try:
-        parser.get_parsed_content("load_weights")
+        ckpt = Path(parser.get_parsed_content("ckpt_path"))
         network = parser.get_parsed_content("network")
+    except Exception as exc:
+        raise ModelError(f"cannot build the bundle's network ({_cause(exc)})", path=root) from None
+    load_checkpoint(network, ckpt)  # weights_only=True, whatever the config says
+    try:
         inferer = parser.get_parsed_content("inferer")
         adapt = parser.get_parsed_content("adapt") if "adapt" in parser else None
         derivation = parser.get_parsed_content("derivation") if "derivation" in parser else None
     except Exception as exc:
-        raise ModelError(f"cannot build the bundle's network ({type(exc).__name__}: {exc})", path=root) from exc
+        raise ModelError(f"cannot build the bundle's parts ({_cause(exc)})", path=root) from exc
     return {
         "network": network.eval(), "inferer": inferer, "adapt": adapt, "derivation": derivation, "bundle_root": root,
         "parser": parser,

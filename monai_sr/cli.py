@@ -53,7 +53,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         destination = parse_destination(args.send)
         if checked.kind != "dicom":
             raise OutputError("--send needs a DICOM output (a folder), not NIfTI", path=args.output)
-    parts = load_inference_parts(args.bundle, **dict(args.set or ()))
+    parts = load_inference_parts(args.bundle, trust=args.trust_bundle, **dict(args.set or ()))
     progress = _Progress(not args.quiet)
     try:
         result = enhance(
@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT", help="new folder for a DICOM series, or a .nii/.nii.gz path")
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, metavar="NAME_OR_PATH", help=bundle_help)
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (after the new one is complete)")
+    p.add_argument("--trust-bundle", action="store_true", help=(
+        "run a bundle from outside the shipped ones even if its config reaches beyond monai, monai_sr and torch "
+        "(a bundle config is code: only for bundles from a source you trust); weights still load with "
+        "weights_only=True"))
     p.add_argument("--fast", action="store_true", help=(
         "skip the bundle's per-volume adaptation (e.g. mri_sr_unet's guarded internal learning; "
         "mri_sr_selfsupervised's fit): the pretrained network only"))
