@@ -36,6 +36,9 @@ from monai_sr.transforms.intensity import robust_max
 
 __all__ = ["RicianDenoisePairs", "make_pair", "snr_of_fraction", "DEFAULT_SIGMA_RANGE"]
 
+#: Largest zoom-in factor of ``RicianDenoisePairs.zoom_range`` (a crop of ``patch / zoom`` pixels enlarged).
+MAX_ZOOM_IN = 4.0
+
 #: Training range of the noise level, as fractions of the bright signal (robust max).
 DEFAULT_SIGMA_RANGE = (0.01, 0.10)
 
@@ -65,7 +68,10 @@ class RicianDenoisePairs(SlicePairs):
       denoiser must not tie its prior to one of them.
     - ``zoom_range`` / ``zoom_prob``: with probability ``zoom_prob`` the crop is ``patch / zoom`` pixels,
       shrunk to ``patch`` (anti-aliased bilinear): anatomy at a finer scale per pixel. The smooth mean head
-      is far less detailed than a single subject's scan; zooming out restores detail per pixel.
+      is far less detailed than a single subject's scan; zooming out restores detail per pixel. A zoom
+      above 1 (up to :data:`MAX_ZOOM_IN`) enlarges a smaller crop (bicubic, clipped at 0): anatomy much
+      smoother than the pixel grid, as in scans interpolated on the scanner (a 0.2 mm 1024^2 slice); the
+      noise is still added per pixel after the zoom.
 
     ``degrade`` (whole slices, :class:`~monai_sr.training.datasets.SliceDataset` validation) applies neither.
 
@@ -90,8 +96,8 @@ class RicianDenoisePairs(SlicePairs):
         self.sigma_range = check_range("sigma_range", sigma_range, low=0.0)
         self.gain_range = check_range("gain_range", gain_range, low=1e-3)
         self.zoom_range = check_range("zoom_range", zoom_range, low=0.1)
-        if self.zoom_range[1] > 1.0:
-            raise ValueError(f"zoom_range must lie in (0, 1] (zooming out only), got {zoom_range!r}")
+        if self.zoom_range[1] > MAX_ZOOM_IN:
+            raise ValueError(f"zoom_range must lie in (0, {MAX_ZOOM_IN:g}], got {zoom_range!r}")
         if not 0.0 <= zoom_prob <= 1.0:
             raise ValueError(f"zoom_prob must be in [0, 1], got {zoom_prob!r}")
         self.zoom_prob = float(zoom_prob)
@@ -121,9 +127,12 @@ class RicianDenoisePairs(SlicePairs):
         axis, k, i, j = self.draw(volume, rng, p)  # factor 1: the crop is p x p pixels of the slice
         crop = volume[(slice(None),) * axis + (k,)][i : i + p, j : j + p]
         clean = np.asarray(crop, dtype=np.float32)
-        if p != out:  # zoom out: finer anatomy per pixel (anti-aliased bilinear)
+        if p > out:  # zoom out: finer anatomy per pixel (anti-aliased bilinear)
             t = torch.from_numpy(np.ascontiguousarray(clean))[None, None]
             clean = F.interpolate(t, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
+        elif p < out:  # zoom in: coarser anatomy per pixel, as in an interpolated (oversampled) scan (bicubic, >= 0)
+            t = torch.from_numpy(np.ascontiguousarray(clean))[None, None]
+            clean = F.interpolate(t, size=(out, out), mode="bicubic", align_corners=False)[0, 0].clamp_min(0).numpy()
         if self.gain_range != (1.0, 1.0):  # no draw without a gain: the random stream of plain pairs stays put
             clean = clean * np.float32(rng.uniform(*self.gain_range))
         x, y = self.degrade(clean, rng)

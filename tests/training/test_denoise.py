@@ -50,7 +50,7 @@ def test_zoom_and_gain_augmentation(volumes):
     assert float(b.max()) <= 0.5 * float(volumes[0].max()) + 1e-6
     assert not torch.equal(a, b)
     with pytest.raises(ValueError, match="zoom_range"):
-        RicianDenoisePairs(zoom_range=(0.5, 2.0))
+        RicianDenoisePairs(zoom_range=(0.5, 5.0))
     with pytest.raises(ValueError, match="sigma_range"):
         RicianDenoisePairs(sigma_range=(0.1, 0.01))
 
@@ -59,3 +59,16 @@ def test_snr_of_fraction_names_the_same_noise(volumes):
     """RicianNoise's SNR (mean foreground / sigma) for "5% of the bright signal" gives sigma = 0.05."""
     snr = snr_of_fraction(volumes[1], 0.05)
     assert rician_sigma(volumes[1], snr) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_zoom_in_gives_smoother_crops(volumes):
+    """zoom 2: a 20-pixel crop enlarged to 40 (bicubic, >= 0): smoother per pixel than a plain crop."""
+    plain = RicianDenoisePairs(sigma_range=(0.0, 0.0))
+    zin = RicianDenoisePairs(sigma_range=(0.0, 0.0), zoom_range=(2.0, 2.0), zoom_prob=1.0)
+
+    def roughness(make):
+        labels = [make(volumes[0], np.random.default_rng(i), 40)["label"][0] for i in range(8)]
+        assert all(t.shape == (40, 40) and float(t.min()) >= 0 for t in labels)
+        return float(np.mean([(t[1:] - t[:-1]).abs().mean() / max(float(t.mean()), 1e-6) for t in labels]))
+
+    assert roughness(zin) < 0.7 * roughness(plain)

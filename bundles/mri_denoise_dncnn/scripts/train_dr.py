@@ -1,0 +1,217 @@
+"""Fine-tune the bundle's DnCNN on domain-randomised contrasts and slice thicknesses (blind Rician noise).
+
+Starts from a checkpoint (default: the shipped ``models/model.pt``) and trains on a pool of volumes drawn
+by :class:`monai_sr.training.synth.ContrastRandomiser`: random contrasts from nilearn's MNI152 2009a
+grey/white-matter probability maps, and the two real training T1s (MNI152 2009a, pydeface mean head)
+under random intensity remaps. With probability ``--thick-prob`` a drawn volume is also averaged over
+``2..--thick-max`` consecutive slices along a random axis (a rect slice profile on the same grid), so the
+network sees in-plane slices of thick-slice scans (partial volume across the slice). One volume of the
+pool is replaced every ``--refresh`` steps. Pairs: :class:`monai_sr.training.denoise.RicianDenoisePairs`
+(Rician sigma uniform in ``--sigma`` as fractions of the bright signal, gain augmentation, and with
+probability 0.5 a zoom in ``--zoom``: out for finer anatomy per pixel, in for scans interpolated on the scanner)
+on the training parts of each volume; an axial slab ``[0.60, 0.72)`` of each source is held out.
+
+Validation (Colin27 and every other held-out scan are never read): whole axial slices of the MNI slab
+under four fixed-seed random contrasts and its own T1 contrast, each also 4-slice thick, with Rician 5%;
+PSNR with data range 1 (= the bright signal); the best mean is ``best.pt``.
+
+Data: ``--data-dir`` (default :func:`monai_sr.training.datasets.shared_data_dir`); ``--tissue-maps``
+holds nilearn 0.14.1's ``mni_icbm152_{gm,wm}_tal_nlin_sym_09a_converted.nii.gz`` (sha256 in
+``data_specs/tissue_maps.json``). Checkpoints (model, optimiser, step, RNG states) every ``--ckpt-every``
+steps, written atomically; ``--resume`` continues. Example::
+
+    python bundles/mri_denoise_dncnn/scripts/train_dr.py --out runs/denoise_dr --steps 4000 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from monai_sr.networks import DnCNN
+from monai_sr.training.datasets import shared_data_dir, split_held_out, verified_path
+from monai_sr.training.denoise import RicianDenoisePairs
+from monai_sr.training.schedule import warmup_cosine
+from monai_sr.training.synth import ContrastRandomiser
+from monai_sr.training.trainer import save_atomic
+from monai_sr.transforms.artefacts import rician_noise
+from monai_sr.transforms.intensity import robust_max
+from monai_sr.validation.metrics import psnr
+
+BUNDLE = Path(__file__).resolve().parents[1]
+REPO = BUNDLE.parents[1]
+REAL_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
+TISSUE_FILES = ("mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz", "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")
+NETWORK = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "depth": 12, "features": 48, "cbam_every": 3, "cbam_reduction": 4}
+LOG = logging.getLogger("train_dr")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/denoise_dr")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--tissue-maps", default="runs/data/nilearn-0.14.1")
+    p.add_argument("--init", default=str(BUNDLE / "models/model.pt"))
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--patch", type=int, default=48)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--sigma", type=float, nargs=2, default=(0.01, 0.12))
+    p.add_argument("--zoom", type=float, nargs=2, default=(0.5, 2.0), help="zoom range (< 1 out, > 1 in), drawn with p 0.5")
+    p.add_argument("--thick-prob", type=float, default=0.4)
+    p.add_argument("--thick-max", type=int, default=6)
+    p.add_argument("--refresh", type=int, default=100)
+    p.add_argument("--pool", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--resume", action="store_true")
+    return p.parse_args(argv)
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float32)
+
+
+def thicken(vol: np.ndarray, axis: int, k: int) -> np.ndarray:
+    """Mean of ``k`` consecutive slices along ``axis`` on the same grid (a rect slice profile of ``k`` slices)."""
+    return ndimage.uniform_filter1d(vol, size=k, axis=axis, mode="nearest")
+
+
+def validation_set(gm, wm, t1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(noisy, clean) whole axial slices of the MNI held-out slab: 4 random contrasts + T1, thin and 4-thick."""
+    rnd = ContrastRandomiser(seed=10_000)
+    vols = [rnd.from_tissue_maps(gm, wm, t1)[0] for _ in range(4)] + [t1 / robust_max(t1)]
+    rng = np.random.default_rng(10_001)
+    out = []
+    for vol in vols:
+        for k in (1, 4):
+            v = thicken(vol, 2, k) if k > 1 else vol
+            slab = split_held_out([v], axis=2)[1][0]
+            slab = slab / np.float32(robust_max(v))
+            for z in range(0, slab.shape[2], 6):
+                clean = np.ascontiguousarray(slab[:, :, z])
+                out.append((rician_noise(clean, 0.05, rng), clean))
+    return out
+
+
+def validate(net: torch.nn.Module, val: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    net.eval()
+    scores = []
+    with torch.inference_mode():
+        for noisy, clean in val:
+            den = net(torch.from_numpy(noisy[None, None]))[0, 0].numpy().astype(np.float64)
+            scores.append(psnr(den, clean, data_range=1.0))
+    net.train()
+    return float(np.mean(scores))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.FileHandler(out / "train.log"), logging.StreamHandler(sys.stdout)])
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    LOG.info("args: %s", json.dumps(vars(args)))
+    data_dir, maps_dir = Path(args.data_dir) if args.data_dir else shared_data_dir(), Path(args.tissue_maps)
+    real = {name: _load(verified_path(name, data_dir, spec=REPO / "data_specs/shared_data.json")) for name in REAL_FILES}
+    gm, wm = (_load(verified_path(name, maps_dir, spec=REPO / "data_specs/tissue_maps.json")) for name in TISSUE_FILES)
+    t1 = real[REAL_FILES[0]]
+    rnd = ContrastRandomiser(seed=args.seed)
+    make_pair = RicianDenoisePairs(sigma_range=args.sigma, gain_range=(0.5, 1.2), zoom_range=args.zoom, zoom_prob=0.5)
+
+    def draw() -> tuple[list[np.ndarray], str]:
+        u = rnd.rng.random()
+        if u < 0.5:
+            vol, what = rnd.from_tissue_maps(gm, wm, t1)[0], "tissue maps"
+        else:
+            name = REAL_FILES[0] if u < 0.75 else REAL_FILES[1]
+            vol, what = rnd.remap(real[name])[0], f"remap {name}"
+        if rnd.rng.random() < args.thick_prob:
+            axis, k = int(rnd.rng.integers(3)), int(rnd.rng.integers(2, args.thick_max + 1))
+            vol = thicken(vol, axis, k)
+            what += f", {k} slices thick along {axis}"
+        vol = vol / np.float32(robust_max(vol))
+        return split_held_out([vol], axis=2)[0], what
+
+    val = validation_set(gm, wm, t1)
+    net = DnCNN(**NETWORK)
+    net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    step, best = 0, -math.inf
+    ckpt_path = out / "checkpoint.pt"
+    if args.resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, best = int(ckpt["step"]), float(ckpt["best"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        rnd.rng.bit_generator.state = ckpt["numpy_rng"]
+        LOG.info("resumed at step %d", step)
+    pool = [draw()[0] for _ in range(args.pool)]
+    pair_rng = np.random.default_rng([args.seed, step])
+    if step == 0:
+        LOG.info("val step 0: %.3f dB (%d slices)", validate(net, val), len(val))
+    net.train()
+    t_start, n_done, loss_sum = time.time(), 0, 0.0
+    while step < args.steps:
+        if step % args.refresh == 0 and step > 0:
+            parts, what = draw()
+            pool = pool[1:] + [parts]
+            LOG.info("pool: %s", what)
+        items = []
+        for _ in range(args.batch_size):
+            parts = pool[int(pair_rng.integers(len(pool)))]
+            items.append(make_pair(parts[int(pair_rng.integers(len(parts)))], pair_rng, args.patch))
+        x = torch.stack([it["image"] for it in items])
+        y = torch.stack([it["label"] for it in items])
+        flips = [d for d in (2, 3) if pair_rng.random() < 0.5]
+        if flips:
+            x, y = x.flip(flips), y.flip(flips)
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = net(x)
+        loss = F.mse_loss(pred.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        n_done += 1
+        loss_sum += loss.item()
+        if step % args.log_every == 0:
+            LOG.info("step %d/%d  MSE %.6f  lr %.2e  %.2f steps/s", step, args.steps, loss_sum / n_done,
+                     opt.param_groups[0]["lr"], n_done / (time.time() - t_start))
+            t_start, n_done, loss_sum = time.time(), 0, 0.0
+        if step % args.val_every == 0 or step == args.steps:
+            v = validate(net, val)
+            if v > best:
+                best = v
+                save_atomic(net.state_dict(), out / "best.pt")
+            LOG.info("val step %d: %.3f dB (best %.3f)", step, v, best)
+            t_start, n_done, loss_sum = time.time(), 0, 0.0
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                         "torch_rng": torch.get_rng_state(), "numpy_rng": rnd.rng.bit_generator.state}, ckpt_path)
+    save_atomic(net.state_dict(), out / "final.pt")
+    LOG.info("done: %d steps", step)
+
+
+if __name__ == "__main__":
+    main()
