@@ -45,7 +45,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from monai_sr.bundles import load_inference_parts
     from monai_sr.pipeline import enhance, preflight
 
-    checked = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series)  # refuse before loading a model
+    checked = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series,
+                        allow_modality=args.allow_modality)  # refuse before loading a model
     if args.send:
         from monai_sr.errors import OutputError
         from monai_sr.io.pacs import parse_destination
@@ -59,7 +60,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
             adapt=None if args.fast else parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
-            overwrite=args.overwrite, progress=progress, checked=checked,
+            overwrite=args.overwrite, progress=progress, checked=checked, allow_modality=args.allow_modality,
         )
     finally:
         progress.close()
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", metavar="UID_OR_NUMBER", help=(
         "which series to read when INPUT holds several (a Series Instance UID or Series Number; NUMBER:STACK "
         "for one stack of a series with several echoes / temporal positions); `monai-sr series INPUT` lists them"))
+    p.add_argument("--allow-modality", metavar="MODALITY", default=None, help=(
+        "accept a DICOM series of this modality other than MR (e.g. CT), with a .nii/.nii.gz OUTPUT only; "
+        "the networks are trained on MR, so the result is outside what they were made for"))
     p.add_argument("--resample", action="store_true", help=(
         "interpolate a series with unequal slice steps or missing slices onto a regular grid along the normal "
         "(linear between neighbouring slices) instead of refusing it"))

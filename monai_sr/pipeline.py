@@ -27,7 +27,7 @@ from monai_sr.io.atomic import check_not_inside, make_output_folder, release_out
 from monai_sr.io.dicom.derived import estimate_window
 from monai_sr.io.dicom.headers import source_headers
 from monai_sr.io.nifti import NiftiSliceWriter, is_nifti_path
-from monai_sr.io.volume_source import InputScan, input_kind, open_volume, scan_input
+from monai_sr.io.volume_source import InputScan, check_modality, input_kind, open_volume, scan_input
 from monai_sr.meta import FRAMES_KEY, NOTES_KEY
 from monai_sr.transforms.intensity import RobustScale
 from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
@@ -123,6 +123,7 @@ def preflight(
     overwrite: bool = False,
     series: str | int | None = None,
     scan: InputScan | None = None,
+    allow_modality: str | None = None,
 ) -> Preflight:
     """Cheap checks before any model is loaded or voxel read: the input exists and has a readable kind
     (a DICOM input holds the series ``series`` names, or only one), the output kind fits the input, the
@@ -134,6 +135,7 @@ def preflight(
         raise InputError("no such file or folder", path=path)
     scan = scan_input(path, series=series, scanned=scan)  # DICOM: several series and no choice: refuse now
     kind = output_kind(input_path, output_path)
+    check_modality(scan, allow_modality, output_kind=kind)  # a DICOM series that is not MR: refused by name
     check_not_inside(output_path, path)  # the input is never modified nor written into
     reserve_output(output_path, overwrite=overwrite)  # also proves the folder writable, before any model loads
     return Preflight(kind, scan)
@@ -154,6 +156,7 @@ def enhance(
     progress: Progress | None = None,
     adapt: Adapt | None = None,
     checked: Preflight | None = None,
+    allow_modality: str | None = None,
 ) -> EnhanceResult:
     """Super-resolve one volume and write it.
 
@@ -181,12 +184,14 @@ def enhance(
             Without it a :class:`~monai_sr.inference.ScaleAwareInferer` reads the input in blocks too.
         checked: the :func:`preflight` of this input and output made before (the CLI's): the input is
             not scanned again.
+        allow_modality: a DICOM modality other than MR to accept (e.g. ``"CT"``; NIfTI output only); by
+            default a series that is not MR is refused.
 
     Returns:
         :class:`EnhanceResult`. Nothing is left at ``output_path`` when an error is raised.
     """
     t0 = time.perf_counter()
-    checked = preflight(input_path, output_path, overwrite=overwrite, series=series,
+    checked = preflight(input_path, output_path, overwrite=overwrite, series=series, allow_modality=allow_modality,
                         scan=checked.scan if checked is not None else None)  # fail before any work
     kind = checked.kind
     if dicom_format is not None:
@@ -220,6 +225,7 @@ def enhance(
             image.meta[NOTES_KEY] = list(image.meta.get(NOTES_KEY, []))  # the hook may add its own notes
             network = adapt(image, network)
             notes = image.meta[NOTES_KEY]
+            scale = inferer.volume_scale(network)  # the hook may rebuild the network for this input's factor
         if isinstance(inferer, ScaleAwareInferer):
             result = inferer.output_geometry(image, network.eval())
             planes = stream_planes(inferer.stream(image, network, progress=step), norm.inverse)

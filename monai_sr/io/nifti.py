@@ -10,10 +10,11 @@ output, and never the whole float volume in memory.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import shutil
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -21,10 +22,13 @@ import numpy as np
 from monai.data import MetaTensor
 
 from monai_sr import geometry
-from monai_sr.errors import InputError, OutputError
+from monai_sr.errors import GeometryError, InputError, OutputError
 from monai_sr.io.atomic import atomic_output, pause_point
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "check_nifti_shape", "load_nifti", "save_nifti", "NiftiSliceWriter"]
+__all__ = [
+    "NIFTI_SUFFIXES", "is_nifti_path", "quiet_nibabel", "check_nifti_shape", "nifti_affine", "check_finite", "load_nifti", "save_nifti",
+    "NiftiSliceWriter",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -32,6 +36,65 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 def is_nifti_path(path: str | os.PathLike) -> bool:
     """True when the name ends in ``.nii`` or ``.nii.gz`` (case-insensitive)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+@contextmanager
+def quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's own stderr notes on headers it mends as it reads (its ``nibabel.global`` logger
+    prints through its own handler); what matters of them is judged by :func:`nifti_affine`."""
+    from nibabel.imageglobals import logger
+
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def nifti_affine(img: nib.spatialimages.SpatialImage, path: str | os.PathLike) -> np.ndarray:
+    """The RAS affine of a loaded NIfTI image, checked; :class:`GeometryError` naming ``path`` otherwise.
+
+    nibabel mends some headers silently as it loads them (a zero pixdim becomes 1 mm), so the header is
+    read again as stored: without an sform (code 0) the voxel size comes from pixdim[1..3], which must
+    then be finite and positive; the affine in use (sform, else qform, else pixdim) must be finite and
+    not singular. Refused rather than guessed (DESIGN.md: no silent identity fallback).
+    """
+    from nibabel.openers import ImageOpener
+
+    header = img.header
+    try:
+        with ImageOpener(str(path)) as f:
+            raw = type(header).from_fileobj(f, check=False)
+    except Exception:  # not a single-file NIfTI header (e.g. a pair): nibabel's view stands
+        raw = header
+    source = "sform" if int(raw.get("sform_code", 0)) > 0 else "qform" if int(raw.get("qform_code", 0)) > 0 else "pixdim"
+    if source != "sform" and "pixdim" in raw:
+        zooms = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+        if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+            raise GeometryError(
+                f"voxel size pixdim[1..3] = {tuple(float(z) for z in zooms)} is zero, negative or not a number and no "
+                "sform gives the geometry; refused rather than guessed", path=path)
+    try:
+        return geometry.check_affine(np.asarray(img.affine, dtype=np.float64), orthogonal=False)
+    except GeometryError as exc:
+        raise GeometryError(f"bad geometry in the {source}: {exc.cause}", path=path) from None
+
+
+def check_finite(block: np.ndarray, path: str | os.PathLike, first_slice: int = 0) -> np.ndarray:
+    """``block`` (``(X, Y, n)``, slices ``first_slice ..``) when every voxel is finite; else
+    :class:`InputError` naming ``path`` with the count of NaN/Inf voxels and the first one. They are
+    refused, not masked: a NaN spreads through a network to a whole neighbourhood of the output."""
+    finite = np.isfinite(block)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        first = tuple(int(v) for v in bad[0])
+        first = (*first[:2], first[2] + first_slice) if len(first) == 3 else first
+        n_slices = block.shape[2] if block.ndim == 3 else 1
+        where = f"slices {first_slice}..{first_slice + n_slices - 1}" if n_slices > 1 else f"slice {first_slice}"
+        raise InputError(f"{len(bad)} NaN/Inf voxel(s) in {where} (first at voxel {first}); refused: they would "
+                         "spread through the network. Replace them (e.g. by 0) and run again", path=path)
+    return block
 
 
 def load_nifti(path: str | os.PathLike) -> MetaTensor:
@@ -46,13 +109,17 @@ def load_nifti(path: str | os.PathLike) -> MetaTensor:
     if not path.is_file():
         raise InputError("no such file", path=path)
     try:
-        img = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=False, dtype=np.float32)(str(path))
+        with quiet_nibabel():  # nibabel's notes on headers it mends; nifti_affine judges the header
+            img = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=False, dtype=np.float32)(str(path))
     except Exception as exc:  # nibabel raises many types on damaged files
         raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path=path) from exc
     check_nifti_shape(tuple(img.shape), path)
     if img.ndim == 4:
         img = img[..., 0]
+    with quiet_nibabel():
+        nifti_affine(nib.load(str(path)), path)  # the header as stored (MONAI's affine is RAS, the same one)
     geometry.check_affine(img.affine.numpy(), orthogonal=False)
+    check_finite(img.numpy(), path)
     return img.unsqueeze(0)
 
 

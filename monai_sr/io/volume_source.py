@@ -32,13 +32,12 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import MetaKeys, SpaceKeys
 
-from monai_sr import geometry
-from monai_sr.errors import InputError
+from monai_sr.errors import InputError, MonaiSRError
 
 if TYPE_CHECKING:
     from monai_sr.io.dicom.discover import SeriesCandidate
 
-__all__ = ["InputScan", "VolumeSource", "input_kind", "open_volume", "scan_input"]
+__all__ = ["InputScan", "VolumeSource", "check_modality", "input_kind", "open_volume", "scan_input"]
 
 #: voxels a :meth:`VolumeSource.sample` holds at most (a strided subset of slices).
 SAMPLE_VOXELS = 4_000_000
@@ -133,7 +132,8 @@ def scan_input(
 
     Raises :class:`InputError` for a path that does not exist or is neither DICOM nor NIfTI, and the
     errors of :func:`~monai_sr.io.dicom.discover.find_series` and
-    :func:`~monai_sr.io.dicom.discover.select_series`. A NIfTI file is opened only by :func:`open_volume`.
+    :func:`~monai_sr.io.dicom.discover.select_series`. A NIfTI file's header is read and checked here
+    (shape; geometry, see :func:`~monai_sr.io.nifti.nifti_affine`); its voxels only by :func:`open_volume`.
     """
     path = Path(path)
     if scanned is not None:
@@ -150,10 +150,34 @@ def scan_input(
         select_series(candidates, series, path=path)  # several series and no choice: refuse now
         return InputScan(path, kind, series, candidates, notes)
     if kind == "nifti":
+        _nifti_source(path)  # the header only: shape and geometry refused here, before any model loads
         return InputScan(path, kind, series)
     if not path.exists():
         raise InputError("no such file or folder", path=path)
     raise InputError("expected a DICOM series folder or a .nii / .nii.gz file", path=path)
+
+
+def check_modality(scan: InputScan, allow: str | None = None, *, output_kind: str | None = None) -> None:
+    """Refuse a DICOM series whose Modality is not MR (InputError naming the input, the series and its
+    modality): the networks are trained on MR, and the derived series is MR Image Storage. ``allow``
+    (e.g. ``"CT"``) is the user's explicit override for that one modality, for a NIfTI output only
+    (``output_kind``): a derived DICOM series would claim to be MR. A missing Modality passes."""
+    if scan.kind != "dicom" or not scan.candidates:
+        return
+    from monai_sr.io.dicom.discover import select_series
+
+    chosen = select_series(scan.candidates, scan.series, path=scan.path)
+    modality = (chosen.modality or "").strip().upper()
+    if not modality or modality == "MR":
+        return
+    if allow is None or modality != str(allow).strip().upper():
+        raise InputError(
+            f"series {chosen.selector} is {modality} (Modality), not MR: the networks are trained on MR and the "
+            f"derived series is MR Image Storage; refused (--allow-modality {modality} with a .nii/.nii.gz output "
+            "to run anyway)", path=scan.path)
+    if output_kind == "dicom":
+        raise InputError(f"series {chosen.selector} is {modality}: a derived DICOM series would claim to be MR; "
+                         "give a .nii / .nii.gz output", path=scan.path)
 
 
 def _dicom_source(scan: InputScan, resample: bool) -> VolumeSource:
@@ -175,19 +199,19 @@ def _dicom_source(scan: InputScan, resample: bool) -> VolumeSource:
 def _nifti_source(path: Path) -> VolumeSource:
     import nibabel as nib
 
-    from monai_sr.io.nifti import check_nifti_shape, load_nifti
+    from monai_sr.io.nifti import check_finite, check_nifti_shape, load_nifti, nifti_affine, quiet_nibabel
 
     if not path.is_file():
         raise InputError("no such file", path=path)
     try:
-        img = nib.load(str(path), keep_file_open=True) if str(path).lower().endswith(".gz") else nib.load(str(path))
+        with quiet_nibabel():  # nibabel's notes on headers it mends; nifti_affine judges the header
+            img = nib.load(str(path), keep_file_open=True) if str(path).lower().endswith(".gz") else nib.load(str(path))
         shape = check_nifti_shape(img.shape, path)
-        affine = np.asarray(img.affine, dtype=np.float64)
-    except InputError:
+        affine = nifti_affine(img, path)  # the header as stored: zero pixdim, NaN or singular affine refused
+    except MonaiSRError:
         raise
     except Exception as exc:  # nibabel raises many types on damaged files
         raise InputError(f"cannot read NIfTI ({type(exc).__name__}: {exc})", path=path) from exc
-    geometry.check_affine(affine, orthogonal=False)
     proxy = img.dataobj
 
     def reader(a: int, b: int) -> np.ndarray:
@@ -195,7 +219,7 @@ def _nifti_source(path: Path) -> VolumeSource:
             block = proxy[:, :, a:b] if len(img.shape) == 3 else proxy[:, :, a:b, 0]
         except Exception as exc:
             raise InputError(f"cannot read NIfTI slices {a}..{b - 1} ({type(exc).__name__}: {exc})", path=path) from exc
-        return np.asarray(block, dtype=np.float32)
+        return check_finite(np.asarray(block, dtype=np.float32), path, a)  # NaN/Inf refused, naming the slices
 
     meta = {
         MetaKeys.AFFINE: affine,
