@@ -373,7 +373,18 @@ class ThroughPlaneFit(_VolumeFit):
         slice_thickness: mm; overrides the header's thickness (NIfTI carries none: then the slice
             spacing, i.e. no gap, unless given here).
         profile: slice profile, ``"gaussian"`` (FWHM = thickness) or ``"rect"``.
-        enabled: False makes the hook return the network untouched (a config switch).
+        factor: the through-plane factor: None keeps the network's; ``"spacing"`` takes it from the
+            input's spacing (:func:`~monai_sr.training.through_plane.through_plane_factor_from_spacing`
+            with ``target_spacing``, ``ratio_policy``, ``max_factor``; the choice goes to the notes); an int
+            forces it. A factor other than the network's rebuilds it
+            (:func:`~monai_sr.training.through_plane.rescale_through_plane_network`: body weights kept, head
+            by ``head_init``) before the fit.
+        target_spacing: mm; the output slice spacing aimed at (default: the mean in-plane spacing).
+        ratio_policy: ``"round"``, ``"floor"`` or ``"exact"`` for a spacing ratio that is not an integer.
+        max_factor: a larger factor from the spacing is refused (too thick to recover).
+        head_init: ``"phase"`` or ``"zero"``, see :class:`~monai_sr.training.through_plane.HeadInit`.
+        enabled: False skips the fit (the factor from the spacing still applies; with ``factor`` None the
+            hook returns the network untouched: a config switch).
     """
 
     steps: int | None = None
@@ -381,12 +392,52 @@ class ThroughPlaneFit(_VolumeFit):
     lr_axis: int = 2
     slice_thickness: float | None = None
     profile: str = "gaussian"
+    factor: int | str | None = None
+    target_spacing: float | None = None
+    ratio_policy: str = "round"
+    max_factor: int = 10
+    head_init: str = "phase"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_axis("lr_axis", self.lr_axis)
         if self.slice_thickness is not None and not self.slice_thickness > 0:
             raise ValueError(f"slice_thickness must be > 0 mm, got {self.slice_thickness!r}")
+        if not (self.factor is None or self.factor == "spacing" or (isinstance(self.factor, int) and self.factor >= 1)):
+            raise ValueError(f"factor must be None, 'spacing' or a positive int, got {self.factor!r}")
+        if self.target_spacing is not None and not self.target_spacing > 0:
+            raise ValueError(f"target_spacing must be > 0 mm, got {self.target_spacing!r}")
+
+    def for_input(self, image: torch.Tensor, network: nn.Module) -> nn.Module:
+        """``network`` rebuilt for this input's through-plane factor (see ``factor``); the choice is noted."""
+        from monai_sr.geometry import spacing_from_affine
+        from monai_sr.training.through_plane import rescale_through_plane_network, through_plane_factor_from_spacing
+
+        if self.factor is None:
+            return network
+        if self.factor == "spacing":
+            if not isinstance(image, MetaTensor):
+                raise ValueError("ThroughPlaneFit(factor='spacing') needs the input as a MetaTensor (its affine)")
+            choice = through_plane_factor_from_spacing(
+                spacing_from_affine(np.asarray(image.affine, dtype=np.float64))[:3], self.lr_axis,
+                target_spacing=self.target_spacing, policy=self.ratio_policy, max_factor=self.max_factor,
+            )
+            factor, note = choice.factor, choice.note()
+        else:
+            factor, note = int(self.factor), f"through-plane factor x{self.factor} (given)"
+        before = network_scale(network)
+        network = rescale_through_plane_network(network, factor, head_init=self.head_init)
+        if network_scale(network) != before:
+            note += f"; network rebuilt from scale {before} (body weights kept, '{self.head_init}' head)"
+        LOG.info(note)
+        notes = image.meta.get(NOTES_KEY) if isinstance(image, MetaTensor) else None
+        if isinstance(notes, list):
+            notes.append(note)
+        return network
+
+    def __call__(self, image: torch.Tensor, network: nn.Module) -> nn.Module:
+        """The network for this input's factor (:meth:`for_input`), then fitted (when ``enabled``)."""
+        return super().__call__(image, self.for_input(image, network))
 
     def pairs(self, image: torch.Tensor, network: nn.Module) -> ThroughPlanePairs:
         if not isinstance(image, MetaTensor):

@@ -51,6 +51,10 @@ __all__ = [
     "ThroughPlanePairs",
     "ThroughPlanePairMaker",
     "profile_thickness_px",
+    "ThroughPlaneFactor",
+    "through_plane_factor_from_spacing",
+    "HeadInit",
+    "rescale_through_plane_network",
 ]
 
 
@@ -305,3 +309,176 @@ class ThroughPlanePairMaker:
         # whole rows are degraded (the profile acts along them only), so it is never cut at the crop's border
         lr_rows, hr_rows = degrade_plane(plane[i : i + p, start:], f, thickness=self.thickness, profile=self.profile)
         return self._as_pair(lr_rows[:, j : j + p], hr_rows[:, f * j : f * (j + p)])
+
+
+# --------------------------------------------------------------------------------------------------
+# The through-plane factor of an input, from its spacing, and a network built for it
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThroughPlaneFactor:
+    """The through-plane factor chosen for an input (:func:`through_plane_factor_from_spacing`).
+
+    Attributes:
+        factor: integer ``s``: the output has ``s`` times as many slices (same field of view).
+        ratio: slice spacing / target spacing, before the policy made it an integer.
+        slice_spacing: the input's spacing along ``lr_axis`` (mm).
+        target_spacing: the spacing asked for (mm; the mean in-plane spacing unless given).
+        output_spacing: ``slice_spacing / factor`` (mm), the output's slice spacing.
+        policy: the :class:`~monai_sr.transforms.spacing.RatioPolicy` that turned ``ratio`` into ``factor``.
+    """
+
+    factor: int
+    ratio: float
+    slice_spacing: float
+    target_spacing: float
+    output_spacing: float
+    policy: str
+
+    @property
+    def exact(self) -> bool:
+        """True when the ratio was an integer (within the tolerance)."""
+        return abs(self.ratio - self.factor) <= 0.01 * self.ratio
+
+    def note(self) -> str:
+        """One line for the result's notes: the factor, how it was chosen and the output slice spacing."""
+        how = (f"ratio {self.slice_spacing:.4g} / {self.target_spacing:.4g} = {self.ratio:.3g}"
+               + ("" if self.exact else f", not an integer: policy '{self.policy}' takes {self.factor}"))
+        return (f"through-plane factor x{self.factor} from the spacing ({how}): output slice spacing "
+                f"{self.slice_spacing:.4g} / {self.factor} = {self.output_spacing:.4g} mm"
+                + ("" if self.exact else f" (target {self.target_spacing:.4g} mm)"))
+
+
+def through_plane_factor_from_spacing(
+    spacing: Sequence[float],
+    lr_axis: int = 2,
+    *,
+    target_spacing: float | None = None,
+    policy: str = "round",
+    tol: float = 0.05,
+    min_factor: int = 2,
+    max_factor: int = 10,
+) -> ThroughPlaneFactor:
+    """The through-plane factor ``s`` of a volume of voxel size ``spacing`` whose slices are along
+    ``lr_axis``: :func:`~monai_sr.transforms.spacing.scale_from_spacing` of the slice spacing against
+    ``target_spacing`` (default: the mean of the two in-plane spacings, i.e. near-isotropic output), with
+    ``policy`` for a ratio that is not an integer (``"round"``: 7 / 0.86 = 8.14 -> 8, output slice spacing
+    7 / 8 = 0.875 mm; ``"floor"``; ``"exact"`` refuses).
+
+    Raises:
+        InputError: a slice spacing too close to the target for through-plane SR (``s < min_factor``: the
+            volume is already near-isotropic, or the slices are thinner than the pixels), or so coarse that
+            ``s > max_factor`` (nothing between the slices is left to recover; give a coarser
+            ``target_spacing``), naming the spacings and the ratio.
+    """
+    from monai_sr.errors import InputError
+    from monai_sr.transforms.spacing import scale_from_spacing
+
+    sp = [float(v) for v in spacing]
+    if len(sp) != 3 or lr_axis not in (0, 1, 2):
+        raise ValueError(f"need three spacings and lr_axis 0, 1 or 2, got spacing {sp} and lr_axis {lr_axis!r}")
+    d = sp[lr_axis]
+    target = float(np.mean([sp[a] for a in range(3) if a != lr_axis])) if target_spacing is None else float(target_spacing)
+    if not (np.isfinite(d) and np.isfinite(target) and d > 0 and target > 0):
+        raise InputError(f"slice spacing {d:g} mm and target spacing {target:g} mm must be positive and finite")
+    ratio = d / target
+    spacing_text = "x".join(f"{v:.4g}" for v in sp)
+    if ratio < min_factor - 0.5:
+        raise InputError(
+            f"slice spacing {d:.4g} mm is only {ratio:.3g} times the target {target:.4g} mm (voxels {spacing_text} mm, "
+            f"slice axis {lr_axis}): through-plane SR needs a ratio of at least {min_factor} (the volume is "
+            "already near-isotropic or its slices are along another axis)"
+        )
+    try:
+        factor = scale_from_spacing([d], [target], policy=policy, tol=tol)[0]
+    except ValueError as err:
+        raise InputError(f"voxels {spacing_text} mm, slice axis {lr_axis}: {err}") from None
+    if factor < min_factor:
+        raise InputError(
+            f"slice spacing {d:.4g} mm / target {target:.4g} mm = {ratio:.3g} gives x{factor} by policy '{policy}': "
+            f"through-plane SR needs at least x{min_factor}"
+        )
+    if factor > max_factor:
+        raise InputError(
+            f"slice spacing {d:.4g} mm is {ratio:.3g} times the target {target:.4g} mm (voxels {spacing_text} mm): "
+            f"x{factor} is beyond x{max_factor}, too thick for through-plane SR to recover; give a coarser target spacing"
+        )
+    return ThroughPlaneFactor(factor=int(factor), ratio=float(ratio), slice_spacing=d, target_spacing=target,
+                              output_spacing=d / factor, policy=str(policy))
+
+
+class HeadInit:
+    """How :func:`rescale_through_plane_network` initialises a head of a new factor: ``"phase"`` (the
+    pretrained head's sub-pixel filters interpolated linearly to the new sub-pixel offsets) or ``"zero"``
+    (the interpolation residual alone: the network starts as bicubic interpolation)."""
+
+    PHASE = "phase"
+    ZERO = "zero"
+
+
+def _phase_offsets(s: int) -> np.ndarray:
+    """Offsets of the ``s`` sub-pixels of an LR pixel, in LR pixels (the FOV rule): ``(k + 0.5) / s - 0.5``."""
+    return (np.arange(s) + 0.5) / s - 0.5
+
+
+def _phase_matrix(old: int, new: int) -> torch.Tensor:
+    """``(new, old)`` weights: linear interpolation in sub-pixel offset (linear extrapolation past the ends)."""
+    xo, xn = _phase_offsets(old), _phase_offsets(new)
+    m = np.zeros((new, old))
+    if old == 1:
+        m[:, 0] = 1.0
+        return torch.from_numpy(m)
+    for i, x in enumerate(xn):
+        j = int(np.clip(np.searchsorted(xo, x) - 1, 0, old - 2))
+        t = (x - xo[j]) / (xo[j + 1] - xo[j])
+        m[i, j], m[i, j + 1] = 1.0 - t, t
+    return torch.from_numpy(m)
+
+
+def rescale_through_plane_network(network: torch.nn.Module, factor: int, *, head_init: str = HeadInit.PHASE) -> torch.nn.Module:
+    """``network`` (a 2D :class:`~monai_sr.networks.SRUNet` of scale ``(1, s0)`` or ``(s0, 1)``) rebuilt
+    for ``(1, factor)`` / ``(factor, 1)``: the same network when ``factor == s0``, else a copy whose body
+    keeps every pretrained weight and whose sub-pixel head (the one layer whose shape depends on the
+    factor) is re-initialised by ``head_init`` (:class:`HeadInit`). The residual interpolation follows
+    the new factor. The per-volume fit (:class:`~monai_sr.training.internal.ThroughPlaneFit`) then trains
+    the whole network for the new factor.
+    """
+    import copy
+
+    s0, coarse = through_plane_factor(network)
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    if factor == s0:
+        return network
+    head = getattr(network, "head", None)
+    if not isinstance(head, torch.nn.Conv2d) or not hasattr(network, "_scale_list"):
+        raise ModelError(
+            f"{type(network).__name__} has no sub-pixel 'head' (Conv2d) to rebuild for x{factor}; "
+            "only SRUNet-like networks can change their through-plane factor"
+        )
+    if head_init not in (HeadInit.PHASE, HeadInit.ZERO):
+        raise ValueError(f"head_init must be 'phase' or 'zero', got {head_init!r}")
+    out_ch = head.out_channels // s0
+    new = copy.deepcopy(network)
+    conv = torch.nn.Conv2d(head.in_channels, out_ch * factor, head.kernel_size, stride=head.stride,
+                           padding=head.padding, dilation=head.dilation, bias=head.bias is not None,
+                           padding_mode=head.padding_mode).to(head.weight.device, head.weight.dtype)
+    with torch.no_grad():
+        if head_init == HeadInit.ZERO:
+            conv.weight.zero_()
+            if conv.bias is not None:
+                conv.bias.zero_()
+        else:  # channel c * s + k is sub-pixel k of output channel c (pixel_shuffle with one factor > 1)
+            m = _phase_matrix(s0, factor).to(head.weight.dtype)
+            w = head.weight.reshape(out_ch, s0, -1)
+            conv.weight.copy_(torch.einsum("no,cod->cnd", m, w).reshape(conv.weight.shape))
+            if conv.bias is not None:
+                conv.bias.copy_((head.bias.reshape(out_ch, s0) @ m.T).reshape(-1))
+    new.head = conv
+    scale = (1, factor) if coarse == 1 else (factor, 1)
+    new.scale = scale
+    new._scale_list = list(scale)
+    new._scale_factor = [float(v) for v in scale]
+    return new

@@ -49,7 +49,8 @@ class RatioPolicy(StrEnum):
 
     * ``exact``: refuse with a ValueError naming the axis and the ratio (the default: a silent change of
       the field of view or the spacing is worse than an error).
-    * ``round``: the nearest integer (at least 1); the spacing reached may differ from the target.
+    * ``round``: the nearest integer (at least 1; a tie goes up: 4.5 -> 5, a grid finer than asked); the
+      spacing reached may differ from the target (7 / 0.86 = 8.14 -> 8: 0.875 mm instead of 0.86 mm).
     * ``floor``: the integer below (at least 1); the spacing reached is never finer than asked.
     """
 
@@ -91,7 +92,7 @@ def scale_from_spacing(
         if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):
             raise ValueError(f"axis {axis}: spacing {a:g} mm and target spacing {b:g} mm must be positive and finite")
         ratio = a / b
-        nearest = max(round(ratio), 1)
+        nearest = max(int(np.floor(ratio + 0.5)), 1)  # half up: 4.5 -> 5 (Python's round() would give 4)
         if ratio < 1 - tol:
             raise ValueError(
                 f"axis {axis}: target spacing {b:g} mm is coarser than the spacing {a:g} mm (ratio {ratio:.4g}); "

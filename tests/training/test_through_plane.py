@@ -4,6 +4,8 @@ the input take the header's thickness; the per-volume fit learns within its step
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -163,3 +165,120 @@ def test_stack_and_factor_errors(hr):
         degrade_plane(np.zeros((4, 3)), 4)
     with pytest.raises(ValueError):
         fit_on_volume(SRUNet(2, scale=(1, 4), channels=(8,)), None)
+
+
+# --- the factor from the spacing, and a network rebuilt for it -------------------------------------------
+
+from monai_sr import geometry  # noqa: E402
+from monai_sr.errors import InputError  # noqa: E402
+from monai_sr.training.through_plane import (  # noqa: E402
+    rescale_through_plane_network,
+    through_plane_factor_from_spacing,
+)
+
+BUNDLE_WEIGHTS = Path(__file__).resolve().parents[2] / "bundles" / "mri_sr_selfsupervised" / "models" / "model.pt"
+
+
+def test_factor_from_spacing_integer_and_non_integer_with_the_note():
+    f = through_plane_factor_from_spacing((1.0, 1.0, 4.0), 2)
+    assert (f.factor, f.output_spacing, f.exact) == (4, 1.0, True)
+    assert f.note().startswith("through-plane factor x4 from the spacing (ratio 4 / 1 = 4)")
+    # the clinical thick-slice case: 0.86 x 0.86 x 7 mm -> x8, output slices 7 / 8 = 0.875 mm
+    f = through_plane_factor_from_spacing((0.86, 0.86, 7.0), 2)
+    assert f.factor == 8 and not f.exact and f.ratio == pytest.approx(8.1395, abs=1e-3)
+    assert f.output_spacing == pytest.approx(0.875)
+    note = f.note()
+    assert "policy 'round' takes 8" in note and "7 / 8 = 0.875 mm" in note and "target 0.86 mm" in note
+    # the slice axis is lr_axis; the target defaults to the mean in-plane spacing
+    assert through_plane_factor_from_spacing((5.0, 1.0, 1.0), 0).factor == 5
+    assert through_plane_factor_from_spacing((1.0, 1.0, 4.5), 2).factor == 5
+    assert through_plane_factor_from_spacing((1.0, 1.0, 4.5), 2, policy="floor").factor == 4
+    assert through_plane_factor_from_spacing((1.0, 1.0, 7.0), 2, target_spacing=2.0).factor == 4  # 3.5 -> 4
+    with pytest.raises(InputError, match=r"4.5 / 1 = 4.5 mm/mm is not an integer \(policy 'exact'"):
+        through_plane_factor_from_spacing((1.0, 1.0, 4.5), 2, policy="exact")
+
+
+@pytest.mark.parametrize(
+    "spacing,kwargs,match",
+    [
+        ((2.0, 2.0, 2.0), {}, r"slice spacing 2 mm is only 1 times the target 2 mm .*at least 2"),  # isotropic
+        ((1.0, 1.0, 1.3), {}, r"only 1.3 times"),  # thin slices
+        ((1.0, 1.0, 14.0), {}, r"x14 is beyond x10, too thick"),
+        ((0.86, 0.86, 7.0), {"max_factor": 6}, r"x8 is beyond x6"),
+        ((1.0, 1.0, 5.0), {"target_spacing": 6.0}, r"only 0.833 times"),  # a target coarser than the slices
+    ],
+)
+def test_too_thin_or_too_thick_ratios_are_refused_clearly(spacing, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        through_plane_factor_from_spacing(spacing, 2, **kwargs)
+
+
+def test_a_network_of_another_factor_keeps_the_pretrained_body():
+    pretrained = torch.load(BUNDLE_WEIGHTS, map_location="cpu", weights_only=True)
+    net = SRUNet(2, scale=(1, 4), channels=(32, 64, 128))
+    net.load_state_dict(pretrained)
+    assert rescale_through_plane_network(net, 4) is net  # the pretrained factor: nothing rebuilt
+    x = torch.rand(2, 1, 20, 12)
+    for factor in (2, 5, 8):
+        for head in ("phase", "zero"):
+            new = rescale_through_plane_network(net, factor, head_init=head)
+            assert new.scale == (1, factor) and net.scale == (1, 4)  # the original is untouched
+            state = new.state_dict()
+            for key, value in pretrained.items():  # every body weight loads as it was
+                if not key.startswith("head."):
+                    torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+            assert state["head.weight"].shape == (factor, 32, 3, 3)
+            with torch.inference_mode():
+                y = new(x)
+            assert y.shape == (2, 1, 20, 12 * factor)
+            if head == "zero":  # the interpolation residual alone
+                torch.testing.assert_close(y, F.interpolate(x, scale_factor=(1.0, float(factor)), mode="bicubic"))
+    # the phase head is the pretrained sub-pixel filters, interpolated in sub-pixel offset: a head whose
+    # filters are linear in the offset is reproduced exactly at the new offsets
+    lin = SRUNet(2, scale=(4, 1), channels=(8,))
+    base, slope = torch.randn(8, 3, 3), torch.randn(8, 3, 3)
+    offsets = (torch.arange(4) + 0.5) / 4 - 0.5
+    with torch.no_grad():
+        lin.head.weight.copy_(base + offsets[:, None, None, None] * slope)
+        lin.head.bias.copy_(0.1 * offsets)
+    new = rescale_through_plane_network(lin, 8)
+    off8 = (torch.arange(8) + 0.5) / 8 - 0.5
+    assert new.scale == (8, 1)
+    torch.testing.assert_close(new.head.weight.detach(), base + off8[:, None, None, None] * slope)
+    torch.testing.assert_close(new.head.bias.detach(), 0.1 * off8)
+    with pytest.raises(ModelError, match="no sub-pixel 'head'"):
+        rescale_through_plane_network(Recorder((1, 4)), 8)
+    with pytest.raises(ModelError):
+        rescale_through_plane_network(SRUNet(2, scale=2, channels=(8,)), 4)
+
+
+def test_fit_with_the_factor_from_the_spacing_and_the_output_geometry(lr_volume):
+    """1 x 1 x 8 mm slices (8 mm thick): x8 from the spacing, a rebuilt x4 network fitted on the input,
+    the output 8 times finer along the slices with the field-of-view rule and 1 mm slice spacing."""
+    net = SRUNet(2, scale=(1, 4), channels=(8, 16))
+    image = MetaTensor(lr_volume.as_tensor().clone(), meta=dict(lr_volume.meta))
+    image.meta["monai_sr_notes"] = []
+    hook = ThroughPlaneFit(steps=2, seconds=None, lr_size=16, threads=1, factor="spacing")
+    fitted = hook(image, net)
+    assert fitted.scale == (1, 8) and net.scale == (1, 4) and hook.last_record.steps == 2
+    notes = image.meta["monai_sr_notes"]
+    assert notes[0].startswith("through-plane factor x8 from the spacing (ratio 8 / 1 = 8)")
+    assert "network rebuilt from scale (1, 4)" in notes[0] and notes[1].startswith("per-volume fit")
+    out = OrthogonalPlanesInferer(lr_axis=2)(lr_volume, fitted.eval())
+    assert tuple(out.shape) == (1, 96, 96, 64)
+    a_in, a_out = lr_volume.affine.numpy(), out.affine.numpy()
+    np.testing.assert_allclose(a_out, geometry.scaled_affine(a_in, (1, 1, 8)), atol=1e-9)
+    sp_in, sp_out = geometry.spacing_from_affine(a_in), geometry.spacing_from_affine(a_out)
+    np.testing.assert_allclose(sp_out, [sp_in[0], sp_in[1], sp_in[2] / 8], atol=1e-9)  # slice spacing / s
+    # FOV rule: output slice j sits at input index (j + 0.5) / 8 - 0.5: the first 3.5 / 8 of an input step below
+    first_in, first_out = a_in[:3, 3], a_out[:3, 3]
+    np.testing.assert_allclose(first_out, first_in - a_in[:3, 2] * 3.5 / 8, atol=1e-9)
+    # the same hook with the fit off still builds the network for the factor (no fit record)
+    off = ThroughPlaneFit(steps=2, seconds=None, factor="spacing", enabled=False, head_init="zero")
+    plain = off(lr_volume, net)
+    assert plain.scale == (1, 8) and off.records == []
+    # a given factor, and the default (None): the network's own
+    assert ThroughPlaneFit(steps=1, factor=2, enabled=False)(lr_volume, net).scale == (1, 2)
+    assert ThroughPlaneFit(steps=1, enabled=False)(lr_volume, net) is net
+    with pytest.raises(ValueError, match="factor must be None, 'spacing' or a positive int"):
+        ThroughPlaneFit(steps=1, factor="auto")

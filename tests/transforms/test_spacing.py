@@ -132,3 +132,14 @@ def test_sr_geometry_without_source_and_dict_twin():
 def test_bad_arguments_raise_value_error_naming_the_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_scale_from_spacing_round_ties_go_up_and_clinical_ratios():
+    # 7 mm slices over 0.86 mm pixels: 8.14, not an integer; round -> 8 (0.875 mm), floor -> 8, exact refuses
+    assert sp.scale_from_spacing((0.86, 0.86, 7.0), 0.86, policy="round") == (1, 1, 8)
+    with pytest.raises(ValueError, match=r"axis 2: spacing ratio 7 / 0.86 = 8.14"):
+        sp.scale_from_spacing((0.86, 0.86, 7.0), 0.86)
+    # a tie goes up (Python's round() would give 4), floor keeps 4
+    assert sp.scale_from_spacing((4.5,), 1.0, policy="round") == (5,)
+    assert sp.scale_from_spacing((4.5,), 1.0, policy="floor") == (4,)
+    assert sp.scale_from_spacing((5.5,), 1.0, policy="round") == (6,)
