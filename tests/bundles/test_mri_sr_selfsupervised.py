@@ -1,6 +1,8 @@
 """The mri_sr_selfsupervised bundle: metadata and declared scale, ConfigWorkflow inference on a folder of
-cases (a DICOM series and a NIfTI volume) with a tiny per-volume fit budget, geometry of the outputs
-(FOV-preserving affine, 4x the slices, SliceThickness divided by 4), the fit switch."""
+cases (a DICOM series and a NIfTI volume, 0.5 x 0.5 x 2 mm: x4 from the spacing) with a tiny per-volume fit
+budget, geometry of the outputs (FOV-preserving affine, 4x the slices, SliceThickness divided by 4), the fit
+switch; a 0.86 x 0.86 x 7 mm series through ``monai-sr enhance --bundle``: x8 from the spacing (0.875 mm
+slices, noted); a series too thick refused in one line."""
 
 from __future__ import annotations
 
@@ -18,6 +20,27 @@ from monai_sr.io.dicom.reader import load_dicom_series
 
 BUNDLE = REPO / "bundles" / "mri_sr_selfsupervised"
 SCALE = (1, 1, 4)
+
+
+def _with_spacing(affine: np.ndarray, spacing) -> np.ndarray:
+    """``affine`` with the same directions and origin and the voxel size ``spacing``."""
+    a = np.array(affine, dtype=np.float64)
+    a[:3, :3] = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0) * np.asarray(spacing, dtype=np.float64)
+    return a
+
+
+@pytest.fixture
+def thick_cases(cases):
+    """``cases`` with 0.5 mm pixels (PixelSpacing rewritten; 2 mm slices kept): the factor from the
+    spacing is 4, the pretrained network's own. ``(folder, source)``."""
+    folder, _ = cases
+    for f in sorted((folder / "series_a").iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.PixelSpacing = [0.5, 0.5]
+        ds.save_as(f)
+    src = load_dicom_series(folder / "series_a")
+    nib.save(nib.Nifti1Image(src[0].numpy().astype(np.float32), src.affine.numpy()), folder / "volume_b.nii.gz")
+    return folder, src
 
 
 def test_layout_metadata_and_declared_scale():
@@ -39,14 +62,16 @@ def test_weights_load_safely():
     assert isinstance(state, dict) and state
     parts = load_inference_parts(BUNDLE, fit_steps=2)
     assert tuple(parts["network"].scale) == (1, 4)
-    assert parts["adapt"] is not None and parts["adapt"].steps == 2
-    assert load_inference_parts(BUNDLE, fit=False)["adapt"] is None
+    assert parts["adapt"] is not None and parts["adapt"].steps == 2 and parts["adapt"].factor == "spacing"
+    off = load_inference_parts(BUNDLE, fit=False)["adapt"]  # the fit off: the factor still comes from the spacing
+    assert off is not None and not off.enabled and off.factor == "spacing"
+    assert load_inference_parts(BUNDLE, factor="6")["adapt"].factor == 6
 
 
-def test_config_workflow_fits_each_case_and_writes_the_scaled_geometry(cases, tmp_path):
+def test_config_workflow_fits_each_case_and_writes_the_scaled_geometry(thick_cases, tmp_path):
     from monai.bundle import ConfigWorkflow
 
-    folder, src = cases
+    folder, src = thick_cases
     out = tmp_path / "out"
     wf = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "inference.json"),
@@ -84,10 +109,10 @@ def test_config_workflow_fits_each_case_and_writes_the_scaled_geometry(cases, tm
     assert np.abs(mid - lr).mean() < 0.1 * np.abs(lr).mean()
 
 
-def test_fit_switch_off(cases, tmp_path):
+def test_fit_switch_off(thick_cases, tmp_path):
     from monai.bundle import ConfigWorkflow
 
-    folder, src = cases
+    folder, src = thick_cases
     out = tmp_path / "nofit"
     wf = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "inference.json"), workflow_type="infer", bundle_root=str(BUNDLE),
@@ -98,6 +123,42 @@ def test_fit_switch_off(cases, tmp_path):
     wf.finalize()
     assert wf.parser.get_parsed_content("through_plane_fit").records == []
     assert nib.load(out / "volume_b.nii.gz").shape == tuple(n * s for n, s in zip(src.shape[1:], SCALE))
+
+
+def test_cli_thick_clinical_series_takes_its_factor_from_the_spacing(cases, tmp_path, capsys):
+    """0.86 x 0.86 x 7 mm: 7 / 0.86 = 8.14 -> x8 (policy round), output slices 0.875 mm; the x4 network is
+    rebuilt for x8 (body weights kept) and fitted; the note says what was chosen."""
+    from monai_sr.cli import main
+
+    _, src = cases
+    affine = _with_spacing(src.affine.numpy(), (0.86, 0.86, 7.0))
+    nib.save(nib.Nifti1Image(src[0].numpy().astype(np.float32), affine), tmp_path / "thick.nii.gz")
+    out = tmp_path / "thin.nii.gz"
+    code = main(["enhance", str(tmp_path / "thick.nii.gz"), str(out), "--bundle", "mri_sr_selfsupervised", "--quiet",
+                 "--set", "fit_steps=2", "--set", "fit_seconds=null", "--set", "num_threads=1"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    img = nib.load(out)
+    assert img.shape == (40, 48, 6 * 8)
+    np.testing.assert_allclose(img.affine, geometry.scaled_affine(affine, (1, 1, 8)), atol=1e-5)
+    np.testing.assert_allclose(geometry.spacing_from_affine(img.affine), [0.86, 0.86, 0.875], atol=1e-5)
+    assert "through-plane factor x8 from the spacing (ratio 7 / 0.86 = 8.14, not an integer: policy 'round' takes 8)" in printed
+    assert "7 / 8 = 0.875 mm" in printed
+
+
+def test_cli_refuses_a_series_too_thick_or_isotropic_in_one_line(cases, tmp_path, capsys):
+    from monai_sr.cli import main
+
+    _, src = cases
+    for name, spacing, match in (("thick", (0.5, 0.5, 7.0), "x14 is beyond x10, too thick"),
+                                 ("iso", (2.0, 2.0, 2.0), "through-plane SR needs a ratio of at least 2")):
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(src[0].numpy().astype(np.float32), _with_spacing(src.affine.numpy(), spacing)), path)
+        code = main(["enhance", str(path), str(tmp_path / f"{name}_out.nii.gz"), "--bundle", "mri_sr_selfsupervised",
+                     "--quiet", "--set", "fit_steps=2"])
+        err = capsys.readouterr().err
+        assert code != 0 and match in err and "Traceback" not in err, err
+        assert not (tmp_path / f"{name}_out.nii.gz").exists()
 
 
 @pytest.mark.slow
