@@ -78,8 +78,11 @@ class PlaneMeanInferer(Inferer):
     input from its affine's voxel size and its shape (:func:`choose_plane_axes` with ``anisotropy`` and
     ``min_slices``; a plain tensor without an affine is refused) and records the choice in
     :attr:`last_axes` and, when the input carries a notes list, in its notes. ``kwargs`` go to each
-    ``SliceWiseInferer`` (``batch_size``, ``threads``, ``amp``, ``self_ensemble`` ...). Holds one output
-    volume per axis while it runs (no streaming).
+    ``SliceWiseInferer`` (``batch_size``, ``threads``, ``amp``, ``self_ensemble`` ...);
+    ``single_plane_self_ensemble`` (``None``: as ``self_ensemble``) replaces ``self_ensemble`` when only one
+    orientation runs: the three-orientation mean is already an average of three estimates, a single
+    orientation can afford the flips at a similar cost. Holds one output volume per axis while it runs
+    (no streaming).
 
     Examples::
 
@@ -93,6 +96,7 @@ class PlaneMeanInferer(Inferer):
         *,
         anisotropy: float = AUTO_ANISOTROPY,
         min_slices: int = AUTO_MIN_SLICES,
+        single_plane_self_ensemble: bool | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -110,6 +114,10 @@ class PlaneMeanInferer(Inferer):
         self.anisotropy, self.min_slices = float(anisotropy), int(min_slices)
         self.kwargs = kwargs
         self._inferers = {a: SliceWiseInferer(axis=a, **kwargs) for a in (0, 1, 2)}
+        self._single = None
+        if single_plane_self_ensemble is not None:  # the same inferers with another self-ensemble mode
+            single = {**kwargs, "self_ensemble": single_plane_self_ensemble}
+            self._single = {a: SliceWiseInferer(axis=a, **single) for a in (0, 1, 2)}
         self.last_axes: tuple[int, ...] | None = None
 
     @property
@@ -152,7 +160,8 @@ class PlaneMeanInferer(Inferer):
             step = None
             if progress is not None:
                 step = lambda done, count, i=i: progress(i * count + done, n * count)  # noqa: E731
-            out = self._inferers[a](inputs, network, progress=step)
+            inferers = self._single if (n == 1 and self._single is not None) else self._inferers
+            out = inferers[a](inputs, network, progress=step)
             total = out if total is None else total + out.as_tensor()
         assert total is not None
         return total / n

@@ -121,3 +121,21 @@ def test_cli_with_the_bundle_uses_its_derivation_text(small_series, tmp_path):
     ds = pydicom.dcmread(next(p for p in out.iterdir() if p.is_file()), stop_before_pixels=True)
     assert ds.DerivationDescription.startswith("Denoised")
     assert "noise sigma" in proc.stdout
+
+
+@pytest.mark.parametrize("spacing, planes", [((1.0, 1.0, 5.0), "1 plane orientation(s): slices along axis 2"),
+                                             ((1.0, 1.0, 1.2), "3 plane orientation(s)"),
+                                             ((4.0, 0.8, 0.8), "1 plane orientation(s): slices along axis 0")])
+def test_voxel_size_chooses_the_planes(tmp_path, spacing, planes):
+    """The default ``plane_axes: auto``: thick slices are denoised in their own plane only, near-isotropic
+    voxels along the three orientations; the choice is in the result's notes."""
+    rng = np.random.default_rng(3)
+    vol = (rng.random((24, 20, 16)) * 100).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(vol, np.diag([*spacing, 1.0])), str(tmp_path / "in" / "case.nii.gz"))
+    wf = _workflow(input_path=str(tmp_path / "in"), output_path=str(tmp_path / "out"), output_format="nifti")
+    wf.run()
+    (result,) = wf.parser.get_parsed_content("enhance")
+    wf.finalize()
+    assert any(planes in note for note in result.notes), result.notes
+    assert nib.load(str(tmp_path / "out" / "case.nii.gz")).shape == vol.shape

@@ -110,3 +110,23 @@ def test_auto_axes_need_geometry():
         PlaneMeanInferer(axes="auto")(torch.zeros(1, 8, 8, 8), Box3())
     with pytest.raises(ValueError, match="auto"):
         PlaneMeanInferer(axes="all")
+
+
+def test_single_plane_self_ensemble_only_when_one_orientation_runs():
+    calls = []
+
+    class Count(Box3):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    vol = torch.rand(1, 10, 10, 10)
+    thick = MetaTensor(vol, affine=torch.diag(torch.tensor([1.0, 1.0, 4.0, 1.0], dtype=torch.float64)))
+    iso = MetaTensor(vol, affine=torch.eye(4, dtype=torch.float64))
+    inferer = PlaneMeanInferer(axes="auto", batch_size=10, single_plane_self_ensemble="flips")
+    out = inferer(thick, Count())
+    assert len(calls) == 4  # one batch of 10 slices, four flips
+    np.testing.assert_allclose(out[0].numpy(), uniform_filter(vol[0].numpy(), size=[3, 3, 1], mode="nearest"), atol=1e-5)
+    calls.clear()
+    inferer(iso, Count())
+    assert len(calls) == 3  # one batch per orientation, no flips
