@@ -41,7 +41,10 @@ def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrit
     series, reference = sample_paths()
     Path(output).parent.mkdir(parents=True, exist_ok=True)  # the demo's own default lives under out/
     parts = load_inference_parts(bundle)
-    result = enhance(series, output, network=parts["network"], inferer=parts["inferer"], overwrite=overwrite, progress=progress)
+    result = enhance(
+        series, output, network=parts["network"], inferer=parts["inferer"], adapt=parts["adapt"],
+        derivation=parts["derivation"], overwrite=overwrite, progress=progress,
+    )
 
     sr = load_dicom_series(output)
     ref = load_nifti(reference)
