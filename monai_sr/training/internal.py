@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -257,6 +258,11 @@ class _VolumeFit:
         no fallback)."""
         return None
 
+    def candidates(self, network: nn.Module) -> list[tuple[str, nn.Module]]:
+        """Networks the guard may start the fit from, by name (the held-out part picks the best); by
+        default only ``network`` itself."""
+        return [("pretrained", network)]
+
     def __call__(self, image: torch.Tensor, network: nn.Module) -> nn.Module:
         """Return a fitted copy of ``network`` (``network`` itself, untouched, when disabled or when the
         guard finds the fit worse than the pretrained network on the held-out part; the hook's
@@ -265,6 +271,12 @@ class _VolumeFit:
             return network
         t0 = time.perf_counter()
         train, score, held = self.held_out(image, network)
+        start_note = ""
+        candidates = self.candidates(network) if score is not None else []
+        if len(candidates) > 1:  # the held-out part chooses where the fit starts
+            scored = [(score(net), name, net) for name, net in candidates]
+            best_score, best_name, network = max(scored, key=lambda t: t[0])
+            start_note = "; start " + ", ".join(f"{n} {v:.2f} dB" for v, n, _ in scored) + f" -> {best_name}"
         source = self.pairs(train, network)
         setup = time.perf_counter() - t0
         fitted = copy.deepcopy(network)
@@ -279,7 +291,7 @@ class _VolumeFit:
             record.held_out_before, record.held_out_after = score(network), score(fitted)
             gain = record.held_out_after - record.held_out_before
             record.kept = bool(np.isfinite(gain) and gain > self.min_gain_db)
-            note += (f"; guard ({held}): {record.held_out_before:.2f} -> {record.held_out_after:.2f} dB "
+            note += (f"; guard ({held}{start_note}): {record.held_out_before:.2f} -> {record.held_out_after:.2f} dB "
                      f"({gain:+.2f} dB), {'kept' if record.kept else 'rejected: the pretrained network is used'}")
         chosen = fitted if record.kept else network
         fallback = self.fallback(network) if score is not None else None
@@ -318,6 +330,9 @@ class InternalLearning(_VolumeFit):
             (:class:`~monai_sr.inference.baselines.ZeroFilledInterpolation`) instead of the network when
             it scores at least as well on the held-out part: the output is then never worse there than
             the free physics baseline.
+        alternatives: paths of other weights for the same network (plain ``state_dict``, loaded with
+            ``weights_only=True``); with the guard, the held-out part picks which of them (or the given
+            network) the fit starts from, and the note says which.
         enabled: False makes the hook return the network untouched (a config switch).
 
     Examples::
@@ -332,6 +347,7 @@ class InternalLearning(_VolumeFit):
     guard: bool = True
     guard_consistent: bool = True
     fallback_zero_filled: bool = True
+    alternatives: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -347,6 +363,17 @@ class InternalLearning(_VolumeFit):
 
     def fallback(self, network: nn.Module) -> nn.Module | None:
         return ZeroFilledInterpolation(self._factor(network)) if self.fallback_zero_filled else None
+
+    def candidates(self, network: nn.Module) -> list[tuple[str, nn.Module]]:
+        out = [("pretrained", network)]
+        for path in self.alternatives:
+            alt = copy.deepcopy(network)
+            try:
+                alt.load_state_dict(torch.load(path, map_location=network_device(network), weights_only=True))
+            except Exception as exc:  # a missing file, a pickle error, a state_dict of another network
+                raise ModelError(f"alternative weights do not load into {type(network).__name__}: {exc}", path=path) from exc
+            out.append((Path(path).name, alt.eval()))
+        return out
 
     @staticmethod
     def _factor(network: nn.Module) -> int:
@@ -382,7 +409,10 @@ class ThroughPlaneFit(_VolumeFit):
         target_spacing: mm; the output slice spacing aimed at (default: the mean in-plane spacing).
         ratio_policy: ``"round"``, ``"floor"`` or ``"exact"`` for a spacing ratio that is not an integer.
         max_factor: a larger factor from the spacing is refused (too thick to recover).
-        head_init: ``"phase"`` or ``"zero"``, see :class:`~monai_sr.training.through_plane.HeadInit`.
+        head_init: ``"pretrained"``, ``"phase"`` or ``"zero"``, see
+            :class:`~monai_sr.training.through_plane.HeadInit`.
+        heads: path of the heads trained per factor (``scripts/train_through_plane_heads.py``) for
+            ``head_init="pretrained"``; a factor without one falls back to ``"phase"``.
         enabled: False skips the fit (the factor from the spacing still applies; with ``factor`` None the
             hook returns the network untouched: a config switch).
     """
@@ -397,6 +427,7 @@ class ThroughPlaneFit(_VolumeFit):
     ratio_policy: str = "round"
     max_factor: int = 10
     head_init: str = "phase"
+    heads: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -425,10 +456,16 @@ class ThroughPlaneFit(_VolumeFit):
             factor, note = choice.factor, choice.note()
         else:
             factor, note = int(self.factor), f"through-plane factor x{self.factor} (given)"
+        from monai_sr.training.through_plane import load_heads
+
         before = network_scale(network)
-        network = rescale_through_plane_network(network, factor, head_init=self.head_init)
+        head_init = self.head_init
+        heads = load_heads(self.heads) if head_init == "pretrained" and self.heads and factor != max(before) else None
+        if head_init == "pretrained" and factor not in (heads or {}):
+            head_init = "phase"  # no head trained for this factor
+        network = rescale_through_plane_network(network, factor, head_init=head_init, heads=heads)
         if network_scale(network) != before:
-            note += f"; network rebuilt from scale {before} (body weights kept, '{self.head_init}' head)"
+            note += f"; network rebuilt from scale {before} (body weights kept, {head_init} x{factor} head)"
         LOG.info(note)
         notes = image.meta.get(NOTES_KEY) if isinstance(image, MetaTensor) else None
         if isinstance(notes, list):
