@@ -13,7 +13,9 @@ on the training parts of each volume; an axial slab ``[0.60, 0.72)`` of each sou
 
 Validation (Colin27 and every other held-out scan are never read): whole axial slices of the MNI slab
 under four fixed-seed random contrasts and its own T1 contrast, each also 4-slice thick, with Rician 5%;
-PSNR with data range 1 (= the bright signal); the best mean is ``best.pt``.
+PSNR with data range 1 (= the bright signal); the batch-norm statistics are first re-estimated over
+``--bn-recal`` batches of training pairs (plain average instead of the momentum average of the last few
+batches; training goes on with its own); the best mean is ``best.pt`` (with the re-estimated statistics).
 
 Data: ``--data-dir`` (default :func:`monai_sr.training.datasets.shared_data_dir`); ``--tissue-maps``
 holds nilearn 0.14.1's ``mni_icbm152_{gm,wm}_tal_nlin_sym_09a_converted.nii.gz`` (sha256 in
@@ -79,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--bn-recal", type=int, default=64, help="batches of training pairs that re-estimate the batch-norm "
+                   "statistics (cumulative average) before each validation and the saved weights; 0: off")
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
 
@@ -118,6 +122,22 @@ def validate(net: torch.nn.Module, val: list[tuple[np.ndarray, np.ndarray]]) -> 
             scores.append(psnr(den, clean, data_range=1.0))
     net.train()
     return float(np.mean(scores))
+
+
+def recalibrate_bn(net: torch.nn.Module, batches) -> None:
+    """Re-estimate every BatchNorm's running mean/variance as the plain average over ``batches`` (inputs,
+    no gradients): the momentum-0.1 averages of a fine-tuning run follow the last few varied batches."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for x in batches:
+            net(x)
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,8 +186,26 @@ def main(argv: list[str] | None = None) -> None:
         LOG.info("resumed at step %d", step)
     pool = [draw()[0] for _ in range(args.pool)]
     pair_rng = np.random.default_rng([args.seed, step])
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        items = []
+        for _ in range(args.batch_size):
+            parts = pool[int(pair_rng.integers(len(pool)))]
+            items.append(make_pair(parts[int(pair_rng.integers(len(parts)))], pair_rng, args.patch))
+        return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+
+    def evaluate() -> tuple[float, dict]:
+        if args.bn_recal:
+            state = {k: v.clone() for k, v in net.state_dict().items()}
+            recalibrate_bn(net, (batch()[0] for _ in range(args.bn_recal)))
+            score = validate(net, val)
+            recal = {k: v.clone() for k, v in net.state_dict().items()}
+            net.load_state_dict(state)  # training goes on with its own running averages
+            return score, recal
+        return validate(net, val), {k: v.clone() for k, v in net.state_dict().items()}
+
     if step == 0:
-        LOG.info("val step 0: %.3f dB (%d slices)", validate(net, val), len(val))
+        LOG.info("val step 0: %.3f dB (%d slices); with re-estimated batch norm %.3f dB", validate(net, val), len(val), evaluate()[0])
     net.train()
     t_start, n_done, loss_sum = time.time(), 0, 0.0
     while step < args.steps:
@@ -175,12 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             parts, what = draw()
             pool = pool[1:] + [parts]
             LOG.info("pool: %s", what)
-        items = []
-        for _ in range(args.batch_size):
-            parts = pool[int(pair_rng.integers(len(pool)))]
-            items.append(make_pair(parts[int(pair_rng.integers(len(parts)))], pair_rng, args.patch))
-        x = torch.stack([it["image"] for it in items])
-        y = torch.stack([it["label"] for it in items])
+        x, y = batch()
         flips = [d for d in (2, 3) if pair_rng.random() < 0.5]
         if flips:
             x, y = x.flip(flips), y.flip(flips)
@@ -200,10 +233,10 @@ def main(argv: list[str] | None = None) -> None:
                      opt.param_groups[0]["lr"], n_done / (time.time() - t_start))
             t_start, n_done, loss_sum = time.time(), 0, 0.0
         if step % args.val_every == 0 or step == args.steps:
-            v = validate(net, val)
+            v, weights = evaluate()
             if v > best:
                 best = v
-                save_atomic(net.state_dict(), out / "best.pt")
+                save_atomic(weights, out / "best.pt")
             LOG.info("val step %d: %.3f dB (best %.3f)", step, v, best)
             t_start, n_done, loss_sum = time.time(), 0, 0.0
         if step % args.ckpt_every == 0 or step == args.steps:
