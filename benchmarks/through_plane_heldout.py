@@ -22,9 +22,11 @@ at LR index ``(k + 0.5) / s - 0.5``, i.e. 1 mm index ``z_k = (k + 0.5) d / s - 0
 * Cubic B-spline: ``scipy.ndimage.zoom(lr, (1, 1, s), order=3, mode="reflect", grid_mode=True)`` (exactly
   that output grid).
 * ``start``: the network for ``s`` before any fit (for ``s`` 4 the pretrained network; else the body with a
-  re-initialised head: ``phase`` or ``zero``).
+  head for ``s``: ``pretrained`` (trained for ``s`` on the frozen body, ``scripts/train_through_plane_heads.py``),
+  ``phase`` (the x4 head interpolated in sub-pixel offset) or ``zero`` (bicubic start)).
 * ``fit``: :class:`~monai_sr.training.internal.ThroughPlaneFit` on the LR input itself (NIfTI-like: no
-  SliceThickness, so the profile is the spacing), then the orthogonal-planes inferer (mean of two stacks).
+  SliceThickness, so the profile is the spacing), then the orthogonal-planes inferer (mean of two stacks);
+  ``fit + flips`` (``--flips``): the same network averaged over the 4 flips of each plane.
 
 PSNR / SSIM inside the head mask of the reference (:func:`monai_sr.validation.metrics.head_mask`),
 data range = max - min of the reference in the mask, pooled over the volume; per-slice minimum of the gain.
@@ -49,10 +51,15 @@ from scipy import ndimage
 from scipy.interpolate import make_interp_spline
 
 from monai_sr.inference import OrthogonalPlanesInferer
+from monai_sr.inference.base import SelfEnsemble
 from monai_sr.networks import SRUNet
 from monai_sr.training.datasets import load_training_volumes, shared_data_dir
 from monai_sr.training.internal import ThroughPlaneFit
-from monai_sr.training.through_plane import rescale_through_plane_network, through_plane_factor_from_spacing
+from monai_sr.training.through_plane import (
+    load_heads,
+    rescale_through_plane_network,
+    through_plane_factor_from_spacing,
+)
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.validation.metrics import head_mask, masked_data_range, slice_metrics
 
@@ -66,7 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--volumes", nargs="+", default=list(VOLUMES))
     p.add_argument("--cases", type=float, nargs="+", default=[4.0, 5.0, 4.5], help="slice spacing = FWHM (mm)")
-    p.add_argument("--heads", nargs="+", default=["phase", "zero"], help="head inits tried when s != 4")
+    p.add_argument("--heads", nargs="+", default=["pretrained", "phase"], help="head inits tried when s != 4")
+    p.add_argument("--heads-file", default=str(REPO / "bundles" / "mri_sr_selfsupervised" / "models" / "heads.pt"),
+                   help="heads trained per factor (scripts/train_through_plane_heads.py) for --heads pretrained")
+    p.add_argument("--inplane", type=float, default=1.0,
+                   help="resample the 1 mm volume in-plane to this pixel size first (cubic B-spline), e.g. 0.86")
+    p.add_argument("--flips", action="store_true", help="also score the fitted network with the 4-flip self-ensemble")
     p.add_argument("--policy", default="round", help="RatioPolicy for a non-integer ratio (round: 4.5 -> 5, floor: 4)")
     p.add_argument("--fit-steps", type=int, default=1500)
     p.add_argument("--fit-seconds", type=float, default=40.0)
@@ -76,8 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_volume(name: str, data_dir) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out volume (RAS, robust-max normalised) and its affine, cropped to the head + 8 voxels in x, y."""
+def load_volume(name: str, data_dir, inplane: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out volume (RAS, robust-max normalised) and its affine, cropped to the head + 8 voxels in x, y;
+    with ``inplane`` != 1, resampled in x and y to pixels of about that size (cubic B-spline, FOV kept)."""
     vol = load_training_volumes((VOLUMES[name],), data_dir)[0]
     affine = nib.as_closest_canonical(nib.load(str(Path(data_dir or shared_data_dir()) / VOLUMES[name]))).affine
     m = head_mask(vol)
@@ -89,6 +102,13 @@ def load_volume(name: str, data_dir) -> tuple[np.ndarray, np.ndarray]:
     vol = np.ascontiguousarray(vol[lo[0] : hi[0], lo[1] : hi[1]])
     affine = affine.copy()
     affine[:3, 3] += affine[:3, :2] @ np.asarray(lo, dtype=np.float64)
+    if inplane != 1.0:
+        shape = [max(int(round(n / inplane)), 1) for n in vol.shape[:2]]
+        zoom = [m / n for m, n in zip(shape, vol.shape[:2])]
+        vol = ndimage.zoom(vol, (*zoom, 1.0), order=3, mode="reflect", grid_mode=True).astype(np.float32)
+        step = np.asarray([1.0 / z for z in zoom])
+        affine[:3, 3] += affine[:3, :2] @ ((step - 1.0) / 2.0)  # FOV rule: new voxel 0 at old index (0.5 s - 0.5)
+        affine[:3, :2] = affine[:3, :2] * step
     return vol, affine
 
 
@@ -115,12 +135,14 @@ def reference(hr: np.ndarray, d: float, s: int, m: int) -> np.ndarray:
     return make_interp_spline(np.arange(hr.shape[2]), hr, k=3, axis=2)(z).astype(np.float32)
 
 
-def run_net(lr: MetaTensor, net: torch.nn.Module, threads: int) -> np.ndarray:
+def run_net(lr: MetaTensor, net: torch.nn.Module, threads: int, self_ensemble: str = "none") -> np.ndarray:
     """The pipeline's normalisation around the orthogonal-planes inferer; result in the input's units."""
     scale = robust_max(lr)
     x = MetaTensor(lr.as_tensor() / scale, meta=lr.meta)
+    inferer = OrthogonalPlanesInferer(lr_axis=2, threads=threads)
+    inferer.self_ensemble = SelfEnsemble(self_ensemble)  # the base inferer's option (4 flips of each plane)
     with torch.inference_mode():
-        out = OrthogonalPlanesInferer(lr_axis=2, threads=threads)(x, net.eval())
+        out = inferer(x, net.eval())
     return out[0].numpy() * scale
 
 
@@ -131,12 +153,13 @@ def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, dr: float):
 
 def run_case(args, net, name, hr, affine, d) -> dict:
     lr, _ = thick_slices(hr, affine, d)
-    choice = through_plane_factor_from_spacing((1.0, 1.0, d), 2, policy=args.policy)
+    p = [float(v) for v in np.linalg.norm(affine[:3, :2], axis=0)]
+    choice = through_plane_factor_from_spacing((p[0], p[1], d), 2, policy=args.policy)
     s = choice.factor
     truth = reference(hr, d, s, lr.shape[3])
     mask = head_mask(truth)
     dr = masked_data_range(truth, mask)
-    res = {"volume": name, "slice_mm": d, "factor": s, "note": choice.note(), "lr_shape": list(lr.shape[1:]),
+    res = {"volume": name, "slice_mm": d, "inplane_mm": p, "factor": s, "note": choice.note(), "lr_shape": list(lr.shape[1:]),
            "out_shape": list(truth.shape), "output_spacing": choice.output_spacing, "methods": {}, "fits": {}}
     t0 = time.perf_counter()
     preds = {"bspline": ndimage.zoom(lr[0].numpy(), (1, 1, s), order=3, mode="reflect", grid_mode=True)}
@@ -145,20 +168,29 @@ def run_case(args, net, name, hr, affine, d) -> dict:
     norm = robust_max(lr)
     for head in heads:
         tag = "" if s == 4 else f" ({head} head)"
-        start = rescale_through_plane_network(net, s, head_init=head)
+        trained = load_heads(args.heads_file) if head == "pretrained" else None
+        init = "phase" if head == "pretrained" and s not in trained else head
+        start = rescale_through_plane_network(net, s, head_init=init, heads=trained)
         t0 = time.perf_counter()
         preds["start" + tag] = run_net(lr, start, args.threads)
         infer_s = time.perf_counter() - t0
         fit = ThroughPlaneFit(steps=args.fit_steps, seconds=args.fit_seconds, lr=args.fit_lr, threads=args.threads,
-                              factor="spacing", ratio_policy=args.policy, head_init=head)
+                              factor="spacing", ratio_policy=args.policy, head_init=head,
+                              heads=args.heads_file if head == "pretrained" else None)
         x = MetaTensor(lr.as_tensor() / norm, meta=lr.meta)
         x.meta["monai_sr_notes"] = []
         t0 = time.perf_counter()
         fitted = fit(x, net)
         wall = time.perf_counter() - t0
         preds["fit" + tag] = run_net(lr, fitted, args.threads)
+        if args.flips:
+            t0 = time.perf_counter()
+            preds["fit + flips" + tag] = run_net(lr, fitted, args.threads, "flips")
+            flips_s = time.perf_counter() - t0
         rec = fit.last_record.as_dict()
         rec.update(wall_seconds=wall, infer_seconds=infer_s, notes=list(x.meta["monai_sr_notes"]))
+        if args.flips:
+            rec["infer_flips_seconds"] = flips_s
         res["fits"]["fit" + tag] = rec
     base_pooled, base_slices = score(preds["bspline"], truth, mask, dr)
     for key, pred in preds.items():
@@ -183,7 +215,7 @@ def main(argv=None) -> None:
     print("| volume | slices | x s (out mm) | method | PSNR (dB) | vs B-spline | min slice gain | SSIM | fit s / steps |")
     print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in args.volumes:
-        hr, affine = load_volume(name, args.data_dir)
+        hr, affine = load_volume(name, args.data_dir, args.inplane)
         for d in args.cases:
             r = run_case(args, net, name, hr, affine, d)
             result["cases"].append(r)
@@ -192,7 +224,7 @@ def main(argv=None) -> None:
                 fit_txt = f"{f['seconds']:.0f} / {f['steps']}" if f else ""
                 sg = "" if key == "bspline" or m["slice_gain_min"] is None else f"{m['slice_gain_min']:+.2f}"
                 gain = "" if key == "bspline" else f"{m['gain_db']:+.2f}"
-                print(f"| {name} | {d:g} mm | x{r['factor']} ({r['output_spacing']:.4g}) | {key} | {m['psnr']:.2f} | "
+                print(f"| {name} | {r['inplane_mm'][0]:.3g} x {d:g} mm | x{r['factor']} ({r['output_spacing']:.4g}) | {key} | {m['psnr']:.2f} | "
                       f"{gain} | {sg} | {m['ssim']:.4f} | {fit_txt} |", flush=True)
             out.write_text(json.dumps(result, indent=1))
     print(f"written {out}")

@@ -54,6 +54,7 @@ __all__ = [
     "ThroughPlaneFactor",
     "through_plane_factor_from_spacing",
     "HeadInit",
+    "load_heads",
     "rescale_through_plane_network",
 ]
 
@@ -409,12 +410,32 @@ def through_plane_factor_from_spacing(
 
 
 class HeadInit:
-    """How :func:`rescale_through_plane_network` initialises a head of a new factor: ``"phase"`` (the
-    pretrained head's sub-pixel filters interpolated linearly to the new sub-pixel offsets) or ``"zero"``
-    (the interpolation residual alone: the network starts as bicubic interpolation)."""
+    """How :func:`rescale_through_plane_network` initialises a head of a new factor: ``"pretrained"`` (a
+    head trained for that factor on the frozen body, from ``heads``; ``"phase"`` for a factor it lacks),
+    ``"phase"`` (the pretrained head's sub-pixel filters interpolated linearly to the new sub-pixel offsets)
+    or ``"zero"`` (the interpolation residual alone: the network starts as bicubic interpolation)."""
 
+    PRETRAINED = "pretrained"
     PHASE = "phase"
     ZERO = "zero"
+
+
+def load_heads(path) -> dict[int, dict[str, torch.Tensor]]:
+    """Heads per factor from a file of ``{"<s>.weight", "<s>.bias"}`` tensors
+    (``scripts/train_through_plane_heads.py``), read with ``torch.load(..., weights_only=True)``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged or pickled-object file: one line naming it
+        raise ModelError(f"cannot read the through-plane heads: {err}", path=path) from None
+    if not isinstance(state, dict):
+        raise ModelError("through-plane heads: expected a dict of tensors", path=path)
+    heads: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        factor, _, name = str(key).partition(".")
+        if not (factor.isdigit() and name in ("weight", "bias") and isinstance(value, torch.Tensor)):
+            raise ModelError(f"through-plane heads: unexpected entry {key!r}", path=path)
+        heads.setdefault(int(factor), {})[name] = value
+    return heads
 
 
 def _phase_offsets(s: int) -> np.ndarray:
@@ -436,12 +457,14 @@ def _phase_matrix(old: int, new: int) -> torch.Tensor:
     return torch.from_numpy(m)
 
 
-def rescale_through_plane_network(network: torch.nn.Module, factor: int, *, head_init: str = HeadInit.PHASE) -> torch.nn.Module:
+def rescale_through_plane_network(
+    network: torch.nn.Module, factor: int, *, head_init: str = HeadInit.PHASE, heads: dict | None = None
+) -> torch.nn.Module:
     """``network`` (a 2D :class:`~monai_sr.networks.SRUNet` of scale ``(1, s0)`` or ``(s0, 1)``) rebuilt
     for ``(1, factor)`` / ``(factor, 1)``: the same network when ``factor == s0``, else a copy whose body
     keeps every pretrained weight and whose sub-pixel head (the one layer whose shape depends on the
-    factor) is re-initialised by ``head_init`` (:class:`HeadInit`). The residual interpolation follows
-    the new factor. The per-volume fit (:class:`~monai_sr.training.internal.ThroughPlaneFit`) then trains
+    factor) is re-initialised by ``head_init`` (:class:`HeadInit`; ``heads``: ``{s: {"weight", "bias"}}``
+    from :func:`load_heads` for ``"pretrained"``). The residual interpolation follows the new factor. The per-volume fit (:class:`~monai_sr.training.internal.ThroughPlaneFit`) then trains
     the whole network for the new factor.
     """
     import copy
@@ -458,15 +481,23 @@ def rescale_through_plane_network(network: torch.nn.Module, factor: int, *, head
             f"{type(network).__name__} has no sub-pixel 'head' (Conv2d) to rebuild for x{factor}; "
             "only SRUNet-like networks can change their through-plane factor"
         )
-    if head_init not in (HeadInit.PHASE, HeadInit.ZERO):
-        raise ValueError(f"head_init must be 'phase' or 'zero', got {head_init!r}")
+    if head_init not in (HeadInit.PRETRAINED, HeadInit.PHASE, HeadInit.ZERO):
+        raise ValueError(f"head_init must be 'pretrained', 'phase' or 'zero', got {head_init!r}")
     out_ch = head.out_channels // s0
     new = copy.deepcopy(network)
     conv = torch.nn.Conv2d(head.in_channels, out_ch * factor, head.kernel_size, stride=head.stride,
                            padding=head.padding, dilation=head.dilation, bias=head.bias is not None,
                            padding_mode=head.padding_mode).to(head.weight.device, head.weight.dtype)
+    trained = (heads or {}).get(factor) if head_init == HeadInit.PRETRAINED else None
     with torch.no_grad():
-        if head_init == HeadInit.ZERO:
+        if trained is not None:
+            if tuple(trained["weight"].shape) != tuple(conv.weight.shape):
+                raise ModelError(f"the pretrained x{factor} head has shape {tuple(trained['weight'].shape)}, "
+                                 f"the network needs {tuple(conv.weight.shape)}")
+            conv.weight.copy_(trained["weight"])
+            if conv.bias is not None:
+                conv.bias.copy_(trained["bias"])
+        elif head_init == HeadInit.ZERO:
             conv.weight.zero_()
             if conv.bias is not None:
                 conv.bias.zero_()

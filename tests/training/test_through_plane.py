@@ -282,3 +282,31 @@ def test_fit_with_the_factor_from_the_spacing_and_the_output_geometry(lr_volume)
     assert ThroughPlaneFit(steps=1, enabled=False)(lr_volume, net) is net
     with pytest.raises(ValueError, match="factor must be None, 'spacing' or a positive int"):
         ThroughPlaneFit(steps=1, factor="auto")
+
+
+def test_pretrained_heads_per_factor_load_safely_and_fall_back_to_phase(tmp_path, lr_volume):
+    from monai_sr.training.through_plane import load_heads
+
+    net = SRUNet(2, scale=(1, 4), channels=(8, 16))
+    w5, b5 = torch.randn(5, 8, 3, 3), torch.randn(5)
+    torch.save({"5.weight": w5, "5.bias": b5}, tmp_path / "heads.pt")
+    heads = load_heads(tmp_path / "heads.pt")
+    assert set(heads) == {5}
+    new = rescale_through_plane_network(net, 5, head_init="pretrained", heads=heads)
+    torch.testing.assert_close(new.head.weight.detach(), w5)
+    torch.testing.assert_close(new.head.bias.detach(), b5)
+    # the hook: a factor with a trained head uses it, one without falls back to the phase head (noted)
+    image = MetaTensor(lr_volume.as_tensor(), meta={**lr_volume.meta, "monai_sr_notes": []})
+    hook = ThroughPlaneFit(steps=1, factor=5, enabled=False, head_init="pretrained", heads=str(tmp_path / "heads.pt"))
+    torch.testing.assert_close(hook(image, net).head.weight.detach(), w5)
+    assert "pretrained x5 head" in image.meta["monai_sr_notes"][-1]
+    hook = ThroughPlaneFit(steps=1, factor="spacing", enabled=False, head_init="pretrained", heads=str(tmp_path / "heads.pt"))
+    assert hook(image, net).scale == (1, 8) and "phase x8 head" in image.meta["monai_sr_notes"][-1]
+    with pytest.raises(ModelError, match="needs"):
+        rescale_through_plane_network(SRUNet(2, scale=(1, 4), channels=(4,)), 5, head_init="pretrained", heads=heads)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read the through-plane heads"):
+        load_heads(tmp_path / "bad.pt")
+    torch.save({"five.weight": w5}, tmp_path / "odd.pt")
+    with pytest.raises(ModelError, match="unexpected entry 'five.weight'"):
+        load_heads(tmp_path / "odd.pt")
