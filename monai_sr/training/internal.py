@@ -35,7 +35,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -258,11 +257,6 @@ class _VolumeFit:
         no fallback)."""
         return None
 
-    def candidates(self, network: nn.Module) -> list[tuple[str, nn.Module]]:
-        """Networks the guard may start the fit from, by name (the held-out part picks the best); by
-        default only ``network`` itself."""
-        return [("pretrained", network)]
-
     def __call__(self, image: torch.Tensor, network: nn.Module) -> nn.Module:
         """Return a fitted copy of ``network`` (``network`` itself, untouched, when disabled or when the
         guard finds the fit worse than the pretrained network on the held-out part; the hook's
@@ -271,12 +265,6 @@ class _VolumeFit:
             return network
         t0 = time.perf_counter()
         train, score, held = self.held_out(image, network)
-        start_note = ""
-        candidates = self.candidates(network) if score is not None else []
-        if len(candidates) > 1:  # the held-out part chooses where the fit starts
-            scored = [(score(net), name, net) for name, net in candidates]
-            best_score, best_name, network = max(scored, key=lambda t: t[0])
-            start_note = "; start " + ", ".join(f"{n} {v:.2f} dB" for v, n, _ in scored) + f" -> {best_name}"
         source = self.pairs(train, network)
         setup = time.perf_counter() - t0
         fitted = copy.deepcopy(network)
@@ -291,7 +279,7 @@ class _VolumeFit:
             record.held_out_before, record.held_out_after = score(network), score(fitted)
             gain = record.held_out_after - record.held_out_before
             record.kept = bool(np.isfinite(gain) and gain > self.min_gain_db)
-            note += (f"; guard ({held}{start_note}): {record.held_out_before:.2f} -> {record.held_out_after:.2f} dB "
+            note += (f"; guard ({held}): {record.held_out_before:.2f} -> {record.held_out_after:.2f} dB "
                      f"({gain:+.2f} dB), {'kept' if record.kept else 'rejected: the pretrained network is used'}")
         chosen = fitted if record.kept else network
         fallback = self.fallback(network) if score is not None else None
@@ -330,9 +318,6 @@ class InternalLearning(_VolumeFit):
             (:class:`~monai_sr.inference.baselines.ZeroFilledInterpolation`) instead of the network when
             it scores at least as well on the held-out part: the output is then never worse there than
             the free physics baseline.
-        alternatives: paths of other weights for the same network (plain ``state_dict``, loaded with
-            ``weights_only=True``); with the guard, the held-out part picks which of them (or the given
-            network) the fit starts from, and the note says which.
         enabled: False makes the hook return the network untouched (a config switch).
 
     Examples::
@@ -347,7 +332,6 @@ class InternalLearning(_VolumeFit):
     guard: bool = True
     guard_consistent: bool = True
     fallback_zero_filled: bool = True
-    alternatives: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -363,17 +347,6 @@ class InternalLearning(_VolumeFit):
 
     def fallback(self, network: nn.Module) -> nn.Module | None:
         return ZeroFilledInterpolation(self._factor(network)) if self.fallback_zero_filled else None
-
-    def candidates(self, network: nn.Module) -> list[tuple[str, nn.Module]]:
-        out = [("pretrained", network)]
-        for path in self.alternatives:
-            alt = copy.deepcopy(network)
-            try:
-                alt.load_state_dict(torch.load(path, map_location=network_device(network), weights_only=True))
-            except Exception as exc:  # a missing file, a pickle error, a state_dict of another network
-                raise ModelError(f"alternative weights do not load into {type(network).__name__}: {exc}", path=path) from exc
-            out.append((Path(path).name, alt.eval()))
-        return out
 
     @staticmethod
     def _factor(network: nn.Module) -> int:

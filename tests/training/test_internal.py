@@ -153,25 +153,3 @@ def test_guard_falls_back_to_zero_filled_when_no_network_beats_it(volume):
     assert rec.held_out_fallback >= max(rec.held_out_before, rec.held_out_after)
     assert "ZeroFilledInterpolation scores" in volume.meta["monai_sr_notes"][-1]
 
-
-def test_guard_picks_the_start_from_alternative_weights(volume, tmp_path):
-    torch.manual_seed(0)
-    sound = SRUNet(2, scale=2, channels=(8, 16)).eval()  # zero head: bicubic
-    wrecked = SRUNet(2, scale=2, channels=(8, 16)).eval()
-    for p in wrecked.parameters():
-        p.data.normal_(0, 0.3)
-    torch.save(sound.state_dict(), tmp_path / "sound.pt")
-    hook = InternalLearning(steps=2, batch_size=2, lr_size=16, lr=1e-6, threads=1, fallback_zero_filled=False,
-                            guard_consistent=False, alternatives=[str(tmp_path / "sound.pt")])
-    volume = volume.clone()
-    volume.meta["monai_sr_notes"] = []
-    out = hook(volume, wrecked)
-    note = volume.meta["monai_sr_notes"][-1]
-    assert "-> sound.pt" in note, note
-    assert out is not wrecked  # the fit started from (or kept) the sound weights, never the wrecked ones
-    with torch.inference_mode():
-        x = torch.rand(1, 1, 16, 16)
-        assert torch.allclose(out(x), sound(x), atol=1e-3)
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="bad.pt"):
-        InternalLearning(steps=1, alternatives=[str(tmp_path / "bad.pt")])(volume, sound)
