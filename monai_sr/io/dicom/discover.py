@@ -207,6 +207,7 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
     by_uid: dict[str, list[Frame]] = {}
     first: dict[str, Dataset] = {}
     seen: set[str] = set()
+    pixelless: dict[str, Path] = {}  # series UID -> a file of it without pixel data
     skipped = no_pixels = 0
     with lenient_reading():
         for file in files:
@@ -218,6 +219,8 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
                 no_pixels += 1
                 if str(ds.get("SOPClassUID", "")) != _DICOMDIR_SOP:
                     notes.append(f"skipped {file.name}: no pixel data ({ds.get('SOPClassUID', 'unknown SOP class')})")
+                    if ds.get("SeriesInstanceUID"):
+                        pixelless.setdefault(str(ds.SeriesInstanceUID), file)
                 continue
             sop = str(ds.get("SOPInstanceUID", "")) or str(file)
             if sop in seen:
@@ -227,6 +230,11 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
             uid = str(ds.get("SeriesInstanceUID", "")) or "<no SeriesInstanceUID>"
             first.setdefault(uid, ds)
             by_uid.setdefault(uid, []).extend(frames_of(file, ds))
+        for uid, file in pixelless.items():
+            if uid in by_uid:  # a slice of an image series without its pixels: never dropped silently
+                raise InputError(
+                    "no pixel data, though the file belongs to an image series read here (a damaged or incomplete "
+                    "slice; remove or replace it)", path=file)
         if not by_uid:
             raise InputError(
                 f"no DICOM image files found ({len(files)} file(s) checked, {skipped} not DICOM, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from monai_sr.errors import InputError
@@ -89,10 +91,31 @@ class Frame:
         return self.attr("PixelMeasuresSequence", "PixelSpacing")
 
     def rescale(self) -> tuple[float, float]:
-        """(slope, intercept) of the Modality LUT / Pixel Value Transformation; (1, 0) when absent."""
-        slope = self.attr("PixelValueTransformationSequence", "RescaleSlope", 1.0)
-        intercept = self.attr("PixelValueTransformationSequence", "RescaleIntercept", 0.0)
-        return float(slope), float(intercept)
+        """(slope, intercept) of the Modality LUT / Pixel Value Transformation; (1, 0) when absent.
+
+        :class:`InputError` naming the file and the tag for a value that is not one finite number, and for
+        a slope of 0 (every voxel would read as the intercept)."""
+        slope = _one_number(self, "RescaleSlope", "(0028,1053)", 1.0)
+        intercept = _one_number(self, "RescaleIntercept", "(0028,1052)", 0.0)
+        if slope == 0.0:
+            raise InputError(f"RescaleSlope (0028,1053) is 0 in {self.label}: every voxel would read as the "
+                             "intercept", path=self.path)
+        return slope, intercept
+
+
+def _one_number(frame: Frame, keyword: str, tag: str, default: float) -> float:
+    value = frame.attr("PixelValueTransformationSequence", keyword, default)
+    if isinstance(value, (list, tuple, MultiValue)):
+        raise InputError(f"{keyword} {tag} holds {len(value)} values in {frame.label}; one number expected",
+                         path=frame.path)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{keyword} {tag} is {str(value)[:40]!r} in {frame.label}: not a number",
+                         path=frame.path) from None
+    if not math.isfinite(number):
+        raise InputError(f"{keyword} {tag} is {number} in {frame.label}: not a finite number", path=frame.path)
+    return number
 
 
 def is_dicom_input(path: str | os.PathLike) -> bool:
@@ -118,8 +141,13 @@ def _has_dicom_marker(path: Path) -> bool:
 
 
 def read_header(path: Path, notes: list[str]) -> Dataset | None:
-    """The file's dataset with its pixel data left on disk; None (with a note) when it is not DICOM."""
-    size = path.stat().st_size
+    """The file's dataset with its pixel data left on disk; None (with a note) when it is not DICOM, or a
+    link that leads nowhere (dangling, looping)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        notes.append(f"skipped {path.name}: {exc.strerror or exc} (a broken or looping link?)")
+        return None
     if size == 0:
         notes.append(f"skipped empty file {path.name}")
         return None
@@ -145,8 +173,38 @@ def read_header(path: Path, notes: list[str]) -> Dataset | None:
         return None
 
 
+def _declared_frames(path: Path, ds: Dataset) -> int:
+    """NumberOfFrames, checked before any frame is made: one whole number from 1 up to what the file's size
+    can hold (a header may declare millions of frames in a small file)."""
+    raw = ds.get("NumberOfFrames", 1)
+    if raw is None or str(raw).strip() == "":
+        return 1
+    try:
+        n = int(str(raw).strip())
+    except (TypeError, ValueError):
+        raise InputError(f"NumberOfFrames (0028,0008) is {str(raw)[:40]!r}: not a whole number", path=path) from None
+    if n < 1:
+        raise InputError(f"NumberOfFrames (0028,0008) is {n}: at least 1 expected", path=path)
+    if n == 1:
+        return n
+    try:
+        size = path.stat().st_size
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        bits, spp = int(ds.get("BitsAllocated", 8) or 8), int(ds.get("SamplesPerPixel", 1) or 1)
+    except (OSError, TypeError, ValueError):
+        return n  # judged later with the pixel data
+    meta = getattr(ds, "file_meta", None)
+    native = meta is None or meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES or meta.get("TransferSyntaxUID") is None
+    need = n * rows * cols * spp * bits // 8 if native else n * 8  # compressed: each frame at least an item header
+    if need > size:
+        what = f"{n} frames of {rows}x{cols} need {need} bytes" if native else f"{n} compressed frames need {need} bytes"
+        raise InputError(f"NumberOfFrames (0028,0008) is {n}, more than the file holds ({what}; the file has {size})",
+                         path=path)
+    return n
+
+
 def frames_of(path: Path, ds: Dataset) -> list[Frame]:
-    n = int(ds.get("NumberOfFrames", 1) or 1)
+    n = _declared_frames(path, ds)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
@@ -177,6 +235,8 @@ def check_decodable(frames: list[Frame], notes: list[str]) -> None:
     """Refuse before reading any voxel when a file's pixel data cannot be decoded here."""
     from pydicom.pixels import get_decoder
 
+    for f in frames:  # rescale values judged before any voxel is read
+        f.rescale()
     seen = set()
     for f in frames:
         if id(f.dataset) in seen:

@@ -80,8 +80,12 @@ def frame_values(frame: Frame, cache: dict) -> np.ndarray:
     if arr is None:
         arr = _decoded_frame(frame, cache)
     ds = frame.dataset
-    if frame.index is None and "ModalityLUTSequence" in ds:
-        return np.asarray(apply_rescale(arr, ds), dtype=np.float64)
+    if frame.index is None and ds.get("ModalityLUTSequence"):  # an empty sequence: no LUT
+        try:
+            return np.asarray(apply_rescale(arr, ds), dtype=np.float64)
+        except Exception as exc:  # a damaged LUT item (descriptor, data)
+            raise InputError(f"Modality LUT Sequence (0028,3000) of {frame.label} cannot be applied "
+                             f"({type(exc).__name__}: {exc})", path=frame.path) from None
     slope, intercept = frame.rescale()
     if slope == 1.0 and intercept == 0.0:
         return arr

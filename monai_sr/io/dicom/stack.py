@@ -64,13 +64,31 @@ def _require(frame: Frame, keyword: str, sequence: str):
     return value
 
 
+_TAGS = {"ImagePositionPatient": "(0020,0032)", "ImageOrientationPatient": "(0020,0037)", "PixelSpacing": "(0028,0030)"}
+
+
 def _floats(value, n: int, frame: Frame, keyword: str) -> np.ndarray:
+    tag = _TAGS.get(keyword, "")
     try:
-        v = np.asarray([float(x) for x in value], dtype=np.float64)
+        v = np.asarray([float(x) for x in (value if not isinstance(value, (str, bytes)) else [value])], dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise GeometryError(f"unreadable {keyword} {value!r} in {frame.label}", path=frame.path) from exc
+        raise GeometryError(f"unreadable {keyword} {tag} {str(value)[:60]!r} in {frame.label}", path=frame.path) from exc
     if v.shape != (n,) or not np.all(np.isfinite(v)):
-        raise GeometryError(f"{keyword} must hold {n} numbers, got {list(value)} in {frame.label}", path=frame.path)
+        raise GeometryError(f"{keyword} {tag} must hold {n} finite numbers, got {v.tolist()} in {frame.label}",
+                            path=frame.path)
+    if keyword == "PixelSpacing" and np.any(v <= 0):
+        raise GeometryError(f"PixelSpacing {tag} is {v.tolist()} in {frame.label}: spacing must be positive",
+                            path=frame.path)
+    if keyword == "ImageOrientationPatient":
+        row, col = v[:3], v[3:]
+        norms = (float(np.linalg.norm(row)), float(np.linalg.norm(col)))
+        if min(norms) < 0.99 or max(norms) > 1.01:
+            raise GeometryError(f"ImageOrientationPatient {tag} in {frame.label} holds direction vectors of length "
+                                f"{norms[0]:.4g} and {norms[1]:.4g}, not unit vectors", path=frame.path)
+        cos = abs(float(row @ col)) / (norms[0] * norms[1])
+        if cos > 1e-3:
+            raise GeometryError(f"ImageOrientationPatient {tag} in {frame.label}: row and column directions are not "
+                                f"perpendicular (cosine {cos:.4g})", path=frame.path)
     return v
 
 
