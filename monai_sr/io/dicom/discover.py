@@ -160,13 +160,22 @@ def _stack_keys(frames: list[Frame]) -> list[tuple]:
             keys.append((("echo", f.dataset.get("EchoNumbers")), ("time", f.dataset.get("TemporalPositionIdentifier"))))
             continue
         div = f.attr("FrameContentSequence", "DimensionIndexValues")
-        div = [int(v) for v in (div if isinstance(div, Sequence) and not isinstance(div, str) else [div])] if div is not None else []
         te = f.attr("MREchoSequence", "EffectiveEchoTime")
+        try:
+            div = [int(v) for v in (div if isinstance(div, Sequence) and not isinstance(div, str) else [div])] if div is not None else []
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"DimensionIndexValues (0020,9157) of {f.label} are not whole numbers: {str(div)[:60]}",
+                             path=f.path) from None
+        try:
+            te = None if te is None else float(te)
+        except (TypeError, ValueError):
+            raise InputError(f"EffectiveEchoTime (0018,9082) of {f.label} is not a number: {str(te)[:40]!r}",
+                             path=f.path) from None
         keys.append(
             (
                 ("stack", f.attr("FrameContentSequence", "StackID")),
                 ("time", f.attr("FrameContentSequence", "TemporalPositionIndex")),
-                ("TE", None if te is None else float(te)),
+                ("TE", te),
                 *((f"dim{i + 1}", div[i] if i < len(div) else None) for i in keep),
             )
         )
