@@ -97,14 +97,14 @@ def _save(vol: np.ndarray, affine: np.ndarray, path: Path) -> None:
     nib.save(nib.Nifti1Image(vol.astype(np.float32), affine), str(path))
 
 
-def run_cli(args: list[str]) -> float:
-    """Run ``python -m monai_sr enhance ...`` as a whole process; its wall time in seconds."""
+def run_cli(args: list[str]) -> tuple[float, list[str]]:
+    """Run ``python -m monai_sr enhance ...`` as a whole process; its wall time in seconds and its notes."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "monai_sr", "enhance", *args, "--quiet"], capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"monai-sr enhance {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    return seconds
+    return seconds, [line.split(None, 1)[1] for line in proc.stdout.splitlines() if line.startswith("note")]
 
 
 def slice_psnrs(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, data_range: float) -> np.ndarray:
@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
         mask = head_mask(ref, planar=True)
         data_range = float(ref.max() - ref.min())
         preds = {"zero-filled": zero_filled(lr, 2), "bicubic": bicubic(lr, 2)}
-        seconds = {}
+        seconds, notes = {}, {}
         for method, opts in methods.items():
             out = work / f"case{i}_{method}.nii.gz"
-            seconds[method] = run_cli([str(lr_path), str(out), "--overwrite", *opts])
+            seconds[method], notes[method] = run_cli([str(lr_path), str(out), "--overwrite", *opts])
             img = nib.load(str(out))
             if img.shape[:3] != ref.shape or not np.allclose(img.affine, affine, atol=1e-3):
                 raise SystemExit(f"{out}: not on the reference grid ({img.shape} vs {ref.shape})")
@@ -155,14 +155,14 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"volume": name, "kind": kind, "shape": list(ref.shape), "psnr_zero_filled": round(scores["zero-filled"], 3),
                "gain_db": {m: round(scores[m] - scores["zero-filled"], 3) for m in preds if m != "zero-filled"},
                "min_slice_gain_db": {m: round(float(np.min(slice_psnrs(preds[m], ref, mask, data_range) - zf_slices)), 3) for m in methods},
-               "seconds": {m: round(s, 1) for m, s in seconds.items()}}
+               "seconds": {m: round(s, 1) for m, s in seconds.items()}, "notes": notes}
         rows.append(row)
         print(json.dumps(row), flush=True)
 
     s1 = next(v for v in held_out(data_dir) if v[0] == "S1 T1")
     timing_in = work / "timing_256x256x25.nii.gz"
     _save(s1[2][:256, :256], s1[3], timing_in)
-    timing = {m: round(run_cli([str(timing_in), str(work / f"timing_{m}.nii.gz"), "--overwrite", *o]), 1) for m, o in methods.items()}
+    timing = {m: round(run_cli([str(timing_in), str(work / f"timing_{m}.nii.gz"), "--overwrite", *o])[0], 1) for m, o in methods.items()}
 
     names = ["bicubic", *methods]
     lines = ["| volume | kind | zero-filled dB | " + " | ".join(f"{m} dB vs zero-filled" for m in names)
