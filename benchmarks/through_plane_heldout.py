@@ -66,14 +66,16 @@ from monai_sr.transforms.intensity import robust_max
 from monai_sr.validation.metrics import head_mask, masked_data_range, slice_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-VOLUMES = {"colin27": "colin27_t1_1mm.nii.gz", "S1": "pycortex_S1_T1.nii.gz"}
+VOLUMES = {"colin27": "colin27_t1_1mm.nii.gz", "S1": "pycortex_S1_T1.nii.gz",
+           # a training volume, for choosing settings (never the held-out two): --volumes mni152
+           "mni152": "mni152_2009a_t1_1mm.nii.gz"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default=str(REPO / "bundles" / "mri_sr_selfsupervised" / "models" / "model.pt"))
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--volumes", nargs="+", default=list(VOLUMES))
+    p.add_argument("--volumes", nargs="+", default=["colin27", "S1"])
     p.add_argument("--cases", type=float, nargs="+", default=[4.0, 5.0, 4.5], help="slice spacing = FWHM (mm)")
     p.add_argument("--heads", nargs="+", default=["pretrained", "phase"], help="head inits tried when s != 4")
     p.add_argument("--heads-file", default=str(REPO / "bundles" / "mri_sr_selfsupervised" / "models" / "heads.pt"),

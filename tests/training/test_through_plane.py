@@ -1,6 +1,8 @@
 """Through-plane (SMORE-style) pairs: a pair made from a high-resolution plane is exactly the plane the
 OrthogonalPlanesInferer feeds the network when the volume was degraded along its slice axis; pairs from
-the input take the header's thickness; the per-volume fit learns within its step budget."""
+the input take the header's thickness; the per-volume fit learns within its step budget. The factor from
+the spacing (integer and non-integer ratios, the note, refusals), a network rebuilt for another factor (the
+pretrained body loads, phase / zero / pretrained heads) and the output geometry of a fit at x8."""
 
 from __future__ import annotations
 
