@@ -46,12 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from monai_sr.errors import ModelError
+from monai_sr.resources import BUNDLES, data_path
 
 __all__ = ["ALLOWED_ROOTS", "DENIED", "SHIPPED_BUNDLES", "is_shipped_bundle", "check_config_trust", "load_checkpoint"]
 
 ALLOWED_ROOTS = ("monai", "monai_sr", "torch")
-#: The shipped bundles' folder: bundles directly in it are trusted.
-SHIPPED_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+#: The shipped bundles' folder (package data; the repository's ``bundles/`` in a checkout): bundles
+#: directly in it are trusted.
+SHIPPED_BUNDLES = data_path(BUNDLES).resolve()
 #: Names inside the allowed packages that run arbitrary code, load native code, unpickle, download or
 #: start processes; refused (with everything under them) in an untrusted bundle.
 DENIED = (
@@ -76,7 +78,7 @@ _MISSING = object()
 
 
 def is_shipped_bundle(root: str | os.PathLike) -> bool:
-    """True for a bundle folder directly in this repository's ``bundles/`` (symlinks resolved)."""
+    """True for a bundle folder directly in the shipped bundles' folder (:data:`SHIPPED_BUNDLES`, symlinks resolved)."""
     return Path(root).resolve().parent == SHIPPED_BUNDLES
 
 

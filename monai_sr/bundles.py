@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_sr.errors import ModelError
+from monai_sr.resources import BUNDLES, DATA_SPECS, data_path
 
 __all__ = [
     "BUNDLES_ENV",
@@ -41,14 +42,15 @@ __all__ = [
 
 BUNDLES_ENV = "MONAI_SR_BUNDLES"
 DEFAULT_BUNDLE = "mri_sr_unet"
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data_specs" / "bundle_schema"
+SCHEMA_DIR = data_path(DATA_SPECS, "bundle_schema")
 
 
 def bundle_search_dirs() -> list[Path]:
     """Folders searched for a bundle name: ``$MONAI_SR_BUNDLES`` (os.pathsep-separated), then the
-    ``bundles/`` folder of the source checkout this package runs from."""
+    bundles shipped as package data (:func:`monai_sr.resources.data_path`; in a source checkout, the
+    repository's ``bundles/`` folder)."""
     dirs = [Path(p) for p in os.environ.get(BUNDLES_ENV, "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[1] / "bundles")
+    dirs.append(data_path(BUNDLES))
     return dirs
 
 

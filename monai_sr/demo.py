@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from monai_sr.errors import GeometryError, InputError
+from monai_sr.resources import SAMPLE, data_path
 
 __all__ = ["SAMPLE_DIR", "sample_paths", "run_demo"]
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE_DIR = data_path(SAMPLE)  # the repository's data/sample, shipped as package data
 
 
 def sample_paths() -> tuple[Path, Path]:
-    """``(series folder, reference NIfTI)`` of the sample shipped in the repository."""
+    """``(series folder, reference NIfTI)`` of the sample shipped with the package."""
     series = SAMPLE_DIR / "colin27_t1_oblique_2mm"
     reference = SAMPLE_DIR / "colin27_t1_oblique_reference_1mm.nii.gz"
     for p in (series, reference):

@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from monai_sr.checks import check_positive_int
 from monai_sr.errors import InputError
+from monai_sr.resources import DATA_SPECS, data_path
 from monai_sr.training.crops import augment_pair, draw_crop, volume_planes
 from monai_sr.training.pairs import DegradedStack, normalise_volume, split_volume
 from monai_sr.transforms.artefacts import rician_noise
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 TRAINING_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
-DATA_SPEC = Path(__file__).resolve().parents[2] / "data_specs" / "shared_data.json"
+DATA_SPEC = data_path(DATA_SPECS, "shared_data.json")  # the repository's data_specs/, shipped as package data
 
 Pair = dict[str, torch.Tensor]
 PairMaker = Callable[[np.ndarray, np.random.Generator, int], Pair]
@@ -76,12 +77,14 @@ DATA_ENV = "MONAI_SR_DATA"
 
 
 def shared_data_dir() -> Path:
-    """The folder of the shared volumes (``/work/shared/data/README.md`` describes them): ``$MONAI_SR_DATA``
-    if set, else ``../shared/data`` beside the repository checkout, else ``/work/shared/data``."""
+    """The folder of the training and evaluation volumes (``data_specs/shared_data.json`` lists them and
+    where each comes from): ``$MONAI_SR_DATA`` if set, else the user's data folder
+    ``$XDG_DATA_HOME/monai_sr/data`` (``~/.local/share/monai_sr/data``), where ``monai-sr data fetch``
+    puts them by default."""
     if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV])
-    beside = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return beside if beside.is_dir() else Path("/work/shared/data")
+        return Path(os.environ[DATA_ENV]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "monai_sr" / "data"
 
 
 def verified_path(name: str, data_dir: str | os.PathLike | None = None, *, spec: str | os.PathLike = DATA_SPEC) -> Path:
