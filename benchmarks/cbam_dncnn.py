@@ -1,6 +1,6 @@
 """Does CBAM help DnCNN on MRI noise? Train DnCNN with and without CBAM, same steps, data and seeds.
 
-Training: random patches of axial slices of the MNI152 2009a T1 (``/work/shared/data``); each step draws
+Training: random patches of axial slices of the MNI152 2009a T1 (``$MONAI_SR_DATA``); each step draws
 fresh Rician noise ``sqrt((x + n1)^2 + n2^2)``, ``n1, n2 ~ N(0, sigma^2)``, with ``sigma`` 5% of the
 bright signal (the volume is scaled so that its 99.5th percentile, "bright signal", is 1, so
 ``sigma = 0.05``). Test: held-out axial slices of a different head (pydeface's mean head T1), scaled the
@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from monai_sr.networks import DnCNN, count_flops, count_parameters
+from monai_sr.training.datasets import shared_data_dir
 from monai_sr.validation.metrics import head_mask, psnr
 
-DATA = Path("/work/shared/data")
+DATA = shared_data_dir()
 TRAIN = DATA / "mni152_2009a_t1_1mm.nii.gz"
 TEST = DATA / "pydeface_mean_head_t1.nii.gz"
 

@@ -2,7 +2,7 @@
 
 Setup (the issue's "denoising at Rician 5% of the bright signal vs DIPY nlmeans(rician=True)"):
 
-- clean: Colin27 T1 (``/work/shared/data/colin27_t1_1mm.nii.gz``, never used for training), RAS, float32;
+- clean: Colin27 T1 (``$MONAI_SR_DATA/colin27_t1_1mm.nii.gz``, never used for training), RAS, float32;
 - bright signal: its 99.5th percentile (:func:`monai_sr.transforms.intensity.robust_max`, the pipeline's
   normalisation); noise ``sigma = 0.05 x bright``, Rician ``|x + n_re + i n_im|`` with a fixed seed
   (:func:`monai_sr.transforms.artefacts.rician_noise`, ``numpy.random.default_rng(seed)``);
@@ -40,13 +40,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from monai_sr.training.datasets import shared_data_dir
 from monai_sr.transforms.artefacts import rician_noise
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.transforms.noise import sigma_from_background, sigma_from_wavelet
 from monai_sr.validation.metrics import head_mask, slice_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-COLIN = Path("/work/shared/data/colin27_t1_1mm.nii.gz")
+COLIN = shared_data_dir() / "colin27_t1_1mm.nii.gz"
 BUNDLE = REPO / "bundles" / "mri_denoise_dncnn"
 
 

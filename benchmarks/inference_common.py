@@ -12,8 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from monai_sr.training.datasets import shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-COLIN = Path("/work/shared/data/colin27_t1_1mm.nii.gz")  # held-out test subject; fine for speed
+COLIN = shared_data_dir() / "colin27_t1_1mm.nii.gz"  # held-out test subject; fine for speed
 WEIGHTS = REPO / "bundles" / "mri_sr_unet" / "models" / "model.pt"
 
 

@@ -3,7 +3,7 @@ self-supervised per-volume fit (SMORE-style), and the time of the fit on a 256 x
 
 Quality (``--quality``):
 
-1. Colin27 T1 (1 mm, ``/work/shared/data/colin27_t1_1mm.nii.gz``, sha256-checked, RAS), the S axis cut to
+1. Colin27 T1 (1 mm, ``$MONAI_SR_DATA/colin27_t1_1mm.nii.gz``, sha256-checked, RAS), the S axis cut to
    a multiple of 4 (180 slices), divided by its robust max (99.5th percentile).
 2. Degraded to 4 mm axial slices: Gaussian slice profile of FWHM 4 mm, decimated x4
    (:class:`monai_sr.transforms.lowres.SimulateLowResolution` ``((1, 1, 4), slice_axis=2)``): slice
@@ -49,7 +49,7 @@ from scipy import ndimage
 from monai_sr.inference import OrthogonalPlanesInferer
 from monai_sr.networks import SRUNet
 from monai_sr.pipeline import enhance
-from monai_sr.training.datasets import load_training_volumes
+from monai_sr.training.datasets import load_training_volumes, shared_data_dir
 from monai_sr.training.internal import ThroughPlaneFit
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.transforms.lowres import SimulateLowResolution
@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default=str(REPO / "bundles" / "mri_sr_selfsupervised" / "models" / "model.pt"))
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default=str(shared_data_dir()))
     p.add_argument("--quality", action="store_true")
     p.add_argument("--timing", action="store_true")
     p.add_argument("--fit-steps", type=int, default=1500)

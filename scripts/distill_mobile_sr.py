@@ -59,6 +59,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from monai_sr.networks import RCAN, MobileSR, count_flops, count_parameters
+from monai_sr.training.datasets import shared_data_dir
 
 LOG = logging.getLogger("distill_mobile_sr")
 COLIN27 = "colin27_t1_1mm.nii.gz"
@@ -110,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         q.add_argument("--warmup", type=int, default=50)
         q.add_argument("--epoch-length", type=int, default=50, help="steps per epoch = checkpoint interval")
         q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--data-dir", default="/work/shared/data")
+        q.add_argument("--data-dir", default=str(shared_data_dir()))
         q.add_argument("--log-every", type=int, default=25)
         q.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
 
@@ -123,10 +124,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--steps", type=int, default=6)
     m.add_argument("--batch-size", type=int, default=16)
     m.add_argument("--patch", type=int, default=32)
-    m.add_argument("--data-dir", default="/work/shared/data")
+    m.add_argument("--data-dir", default=str(shared_data_dir()))
     e = sub.add_parser("evaluate", help="score all on held-out Colin27")
     e.add_argument("--runs", default="runs/distill", help="folder with teacher/, student_plain/, student_kd/")
-    e.add_argument("--data-dir", default="/work/shared/data")
+    e.add_argument("--data-dir", default=str(shared_data_dir()))
     e.add_argument("--suffix", default="", help="score student_plain<SUFFIX> and student_kd<SUFFIX> (other budgets)")
     e.add_argument("--json", default="docs/distillation_results.json")
     e.add_argument("--timing-rounds", type=int, default=9)

@@ -212,10 +212,9 @@ def write_outputs(source: Path, out_root: Path) -> dict:
 def find_source(arg: str | None) -> Path:
     if arg:
         return Path(arg)
-    candidates = []
-    if os.environ.get("MONAI_SR_SHARED_DATA"):
-        candidates.append(Path(os.environ["MONAI_SR_SHARED_DATA"]) / SOURCE["file"])
-    candidates += [REPO / "shared" / "data" / SOURCE["file"], REPO.parent / "shared" / "data" / SOURCE["file"]]
+    from monai_sr.training.datasets import shared_data_dir
+
+    candidates = [shared_data_dir() / SOURCE["file"]]
     for c in candidates:
         if c.is_file():
             return c
@@ -263,7 +262,7 @@ def compare(root: Path, outputs: dict, label: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--source", help="colin27_t1_1mm.nii.gz (default: $MONAI_SR_SHARED_DATA, shared/data, ../shared/data)")
+    ap.add_argument("--source", help="colin27_t1_1mm.nii.gz (default: the data folder, $MONAI_SR_DATA)")
     ap.add_argument("--check", action="store_true", help="regenerate in a temp dir and compare with the manifest")
     args = ap.parse_args(argv)
     source = find_source(args.source)
@@ -293,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "description": "Sample data for the demo and the tests (data/sample), made by scripts/make_sample_data.py "
         "from one real subject. Outputs are byte-identical on rerun.",
         "source": SOURCE,
-        "command": "python scripts/make_sample_data.py --source /work/shared/data/colin27_t1_1mm.nii.gz",
+        "command": "python scripts/make_sample_data.py --source $MONAI_SR_DATA/colin27_t1_1mm.nii.gz",
         "check_command": "python scripts/make_sample_data.py --check",
         "licence_of_outputs": "BSD-3-Clause (derived from the source)",
         "parameters": PARAMS,

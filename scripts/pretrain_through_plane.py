@@ -35,7 +35,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from monai_sr.networks import SRUNet
-from monai_sr.training.datasets import RandomPairDataset, SliceDataset, load_training_volumes, split_held_out
+from monai_sr.training.datasets import RandomPairDataset, SliceDataset, load_training_volumes, shared_data_dir, split_held_out
 from monai_sr.training.schedule import warmup_cosine
 from monai_sr.training.through_plane import ThroughPlanePairMaker
 from monai_sr.training.trainer import save_atomic, train_step
@@ -47,7 +47,7 @@ LOG = logging.getLogger("pretrain_through_plane")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/through_plane", help="folder for checkpoints and the log")
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default=str(shared_data_dir()))
     p.add_argument("--factor", type=int, default=4, help="through-plane factor s (network scale (1, s))")
     p.add_argument("--thickness", type=float, default=None, help="slice profile FWHM in HR pixels (default: factor)")
     p.add_argument("--profile", default="gaussian", choices=["gaussian", "rect"])

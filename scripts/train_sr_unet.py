@@ -1,6 +1,6 @@
 """Train the 2D SR-UNet (x2 in-plane) on the shared training volumes.
 
-Training volumes: MNI152 2009a and the pydeface mean head (``/work/shared/data``), checked against
+Training volumes: MNI152 2009a and the pydeface mean head (``$MONAI_SR_DATA``), checked against
 their sha256 in ``data_specs/shared_data.json``. Colin27 is held out (the demo/test volume) and is
 never read here. From each training volume an axial slab (``--slab``, fractions of the S axis) is
 held out for validation; pairs come from the rest, along all three axes (see
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from monai_sr.errors import InputError
 from monai_sr.networks import SRUNet
-from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, verified_path
+from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, shared_data_dir, verified_path
 from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
 from monai_sr.training.trainer import save_atomic, train_step
@@ -44,7 +44,7 @@ LOG = logging.getLogger("train_sr_unet")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/sr_unet", help="folder for checkpoints and train.log")
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default=str(shared_data_dir()))
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--patch", type=int, default=96, help="HR patch size (even); the LR patch is half of it")

@@ -1,0 +1,114 @@
+"""Install anywhere (issue 15): the package finds its bundles, data specs and demo sample as package data
+(importlib.resources), not by walking up to a source checkout; the repository names no machine path.
+
+- fast: a copy of the package outside the checkout (symlinks of monai_sr/_data followed, as a wheel
+  holds them) finds everything inside itself, and the shipped bundles count as shipped there;
+- slow: a wheel built with ``python -m build --wheel`` and installed with ``pip install --target``
+  (no editable install) runs ``enhance`` for every bundle from a folder far from the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+BUNDLE_NAMES = sorted(p.parents[1].name for p in (REPO / "bundles").glob("*/configs/inference.json"))
+
+
+def _run_outside(site: Path, cwd: Path, code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -c code`` with ``site`` first on sys.path (before the editable install's finder)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MONAI_SR_BUNDLES")}
+    env["PYTHONPATH"] = str(site)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_package_data_links_point_into_the_repository():
+    """In the checkout, monai_sr/_data/* are the repository's folders (one copy of every file)."""
+    data = REPO / "monai_sr" / "_data"
+    for name, target in (("bundles", "bundles"), ("data_specs", "data_specs"), ("sample", "data/sample")):
+        assert (data / name).resolve() == (REPO / target).resolve(), name
+
+
+def test_copy_of_the_package_finds_its_data(tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "monai_sr", site / "monai_sr", symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = f"""
+import json, sys
+from pathlib import Path
+import monai_sr
+from monai_sr.bundles import SCHEMA_DIR, bundle_search_dirs, find_bundle, schema_path
+from monai_sr.bundle_trust import SHIPPED_BUNDLES, is_shipped_bundle
+from monai_sr.demo import sample_paths
+from monai_sr.training.datasets import DATA_SPEC
+site = Path({str(site)!r}).resolve()
+inside = lambda p: Path(p).resolve().is_relative_to(site)
+assert inside(monai_sr.__file__), monai_sr.__file__
+assert inside(bundle_search_dirs()[-1]) and inside(SHIPPED_BUNDLES) and inside(SCHEMA_DIR) and inside(DATA_SPEC)
+for name in {BUNDLE_NAMES!r}:
+    root = find_bundle(name)
+    assert inside(root) and is_shipped_bundle(root), root
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert inside(schema_path(meta["schema"])), meta["schema"]
+assert all(inside(p) and p.exists() for p in sample_paths())
+print("ok")
+"""
+    result = _run_outside(site, elsewhere, code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_no_machine_paths_in_tracked_files():
+    """No absolute folder of the machine the repository was written on, in any tracked text file."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    pattern = re.compile(rb"(?<![\w.:/-])/(?:work|home|root|Users|mnt|scratch)/[\w.-]+")
+    hits = []
+    for name in filter(None, files):
+        path = REPO / name.decode()
+        if path.is_symlink() or not path.is_file() or path.suffix in (".pt", ".ts", ".dcm", ".gz", ".png"):
+            continue
+        for number, line in enumerate(path.read_bytes().splitlines(), 1):
+            if pattern.search(line):
+                hits.append(f"{name.decode()}:{number}: {line.decode(errors='replace').strip()[:160]}")
+    assert not hits, "absolute machine paths:\n" + "\n".join(hits)
+
+
+@pytest.mark.slow
+def test_wheel_runs_every_bundle_outside_the_checkout(tmp_path):
+    pytest.importorskip("build")
+    dist, site, work = tmp_path / "dist", tmp_path / "site", tmp_path / "work"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)], check=True,
+                   capture_output=True, timeout=600)
+    (wheel,) = dist.glob("monai_sr-*.whl")
+    assert wheel.stat().st_size < 40e6, f"wheel weighs {wheel.stat().st_size / 1e6:.1f} MB"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    assert not (site / "monai_sr" / "_data" / "bundles").is_symlink()
+    code = f"""
+import sys
+import nibabel as nib, numpy as np
+from monai_sr.cli import main
+from monai_sr.demo import sample_paths
+ref = nib.load(str(sample_paths()[1]))
+a = np.asarray(ref.dataobj)[60:100, 60:100, 40:46].astype(np.float32)
+nib.save(nib.Nifti1Image(a, ref.affine), "small.nii.gz")
+for name, extra in (("mri_sr_unet", ["--fast"]), ("mri_denoise_dncnn", []), ("mri_sr_selfsupervised", ["--fast"])):
+    rc = main(["enhance", "small.nii.gz", name + ".nii.gz", "--bundle", name, "--quiet", *extra])
+    assert rc == 0, name
+print(json.dumps(sorted(str(p) for p in __import__("pathlib").Path(".").glob("*.nii.gz"))))
+""".replace("import sys", "import sys, json")
+    result = _run_outside(site, work, code, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == sorted(
+        ["small.nii.gz", "mri_sr_unet.nii.gz", "mri_denoise_dncnn.nii.gz", "mri_sr_selfsupervised.nii.gz"]
+    )
