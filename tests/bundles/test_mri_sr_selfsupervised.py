@@ -146,6 +146,31 @@ def test_cli_thick_clinical_series_takes_its_factor_from_the_spacing(cases, tmp_
     assert "7 / 8 = 0.875 mm" in printed
 
 
+def test_dicom_series_of_another_factor_gets_its_slice_thickness_divided_by_that_factor(cases, tmp_path, capsys):
+    """A DICOM series of 0.86 mm pixels and 2 mm slices: 2 / 0.86 = 2.33 -> x2; the derived series has twice the
+    slices, the FOV-preserving affine and SliceThickness / 2 (enhance reads the scale of the rebuilt network)."""
+    from monai_sr.cli import main
+
+    folder, _ = cases
+    for f in sorted((folder / "series_a").iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.PixelSpacing = [0.86, 0.86]
+        ds.save_as(f)
+    src = load_dicom_series(folder / "series_a")
+    out = tmp_path / "x2"
+    code = main(["enhance", str(folder / "series_a"), str(out), "--bundle", "mri_sr_selfsupervised", "--quiet",
+                 "--set", "fit_steps=2", "--set", "fit_seconds=null"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "through-plane factor x2 from the spacing (ratio 2 / 0.86 = 2.33" in printed and "scale 1 x 1 x 2" in printed
+    series = load_dicom_series(out)
+    assert tuple(series.shape[1:]) == (src.shape[1], src.shape[2], 2 * src.shape[3])
+    np.testing.assert_allclose(series.affine.numpy(), geometry.scaled_affine(src.affine.numpy(), (1, 1, 2)), atol=1e-4)
+    first = pydicom.dcmread(next(iter(sorted(out.iterdir()))))
+    thickness = float(pydicom.dcmread(next(iter(sorted((folder / "series_a").iterdir())))).SliceThickness)
+    assert float(first.SliceThickness) == pytest.approx(thickness / 2)
+
+
 def test_cli_refuses_a_series_too_thick_or_isotropic_in_one_line(cases, tmp_path, capsys):
     from monai_sr.cli import main
 
