@@ -17,7 +17,8 @@ from helpers import SAMPLE_REFERENCE
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_sr.errors import ModelError
+from monai_sr import geometry
+from monai_sr.errors import InputError, ModelError
 from monai_sr.inference import OrthogonalPlanesInferer
 from monai_sr.networks import SRUNet
 from monai_sr.training.internal import ThroughPlaneFit, fit_on_volume
@@ -27,7 +28,9 @@ from monai_sr.training.through_plane import (
     ThroughPlaneStack,
     degrade_plane,
     profile_thickness_px,
+    rescale_through_plane_network,
     through_plane_factor,
+    through_plane_factor_from_spacing,
 )
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.transforms.lowres import SimulateLowResolution
@@ -170,13 +173,6 @@ def test_stack_and_factor_errors(hr):
 
 
 # --- the factor from the spacing, and a network rebuilt for it -------------------------------------------
-
-from monai_sr import geometry  # noqa: E402
-from monai_sr.errors import InputError  # noqa: E402
-from monai_sr.training.through_plane import (  # noqa: E402
-    rescale_through_plane_network,
-    through_plane_factor_from_spacing,
-)
 
 BUNDLE_WEIGHTS = Path(__file__).resolve().parents[2] / "bundles" / "mri_sr_selfsupervised" / "models" / "model.pt"
 
