@@ -67,7 +67,7 @@ DENIED = (
     "monai_sr.bundles", "monai_sr.bundle_trust", "monai_sr.cli", "monai_sr.io.pacs",
 )
 #: monai_sr.bundles' config helpers (used by the shipped configs) stay allowed.
-_ALLOWED_EXCEPTIONS = ("monai_sr.bundles.as_bool", "monai_sr.bundles.as_mode")
+_ALLOWED_EXCEPTIONS = ("monai_sr.bundles.as_bool", "monai_sr.bundles.as_mode", "monai_sr.bundles.config_bundle_root")
 _SAFE_BUILTINS = frozenset(
     "abs all any bool dict divmod enumerate filter float frozenset int isinstance len list map max min "
     "pow print range reversed round set slice sorted str sum tuple zip None True False".split()

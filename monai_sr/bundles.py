@@ -19,6 +19,7 @@ import ast
 import json
 import os
 import operator
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_BUNDLE",
     "SCHEMA_DIR",
     "bundle_search_dirs",
+    "config_bundle_root",
     "find_bundle",
     "load_inference_parts",
     "schema_path",
@@ -266,6 +268,38 @@ def check_sr_shape(
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
+def config_bundle_root(name: str | None = None) -> str:
+    """The ``bundle_root`` of a config, from the config file's own location, so that
+    ``python -m monai.bundle run --config_file <bundle>/configs/inference.json`` runs from any working
+    directory. The shipped configs set ``"bundle_root": {"_target_": "monai_sr.bundles.config_bundle_root",
+    "name": "<bundle>"}``; ``--bundle_root PATH`` still overrides it, and :func:`load_inference_parts`
+    sets it to the bundle it found.
+
+    Looks up the call stack for what MONAI's bundle runner was given: a ``ConfigWorkflow``'s
+    ``config_root_path`` (``run``, ``run_workflow``, ``create_workflow``), else the ``config_file``
+    of a ``monai.bundle`` script (``ckpt_export``, ``verify_net_in_out``...); the bundle folder is the
+    parent of ``configs/``. Outside those (a ConfigParser of your own), the installed bundle ``name``."""
+    from monai.bundle import ConfigWorkflow
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("monai.bundle"):
+            workflow = frame.f_locals.get("self")
+            found = workflow.config_root_path if isinstance(workflow, ConfigWorkflow) else None
+            if found is None:
+                files = frame.f_locals.get("config_file_", frame.f_locals.get("config_file"))
+                files = [files] if isinstance(files, (str, os.PathLike)) else files
+                if isinstance(files, (list, tuple)) and files and isinstance(files[0], (str, os.PathLike)):
+                    found = Path(files[0]).parent
+            if found is not None:
+                found = Path(found).resolve()
+                return str(found.parent if found.name == "configs" else found)
+        frame = frame.f_back
+    if name is None:
+        raise ModelError("bundle_root: not run by MONAI's bundle runner and no bundle name given; pass --bundle_root")
+    return str(find_bundle(name))
+
+
 def as_bool(value: Any, name: str = "value") -> bool:
     """A config switch as a bool. ``python -m monai.bundle run --flag false`` hands the config the
     *string* ``"false"`` (fire parses only Python literals such as ``False``), which is truthy, so the
@@ -290,3 +324,17 @@ def as_mode(value: Any, name: str, modes: Sequence[str]) -> bool | str:
         return as_bool(value, name)
     except ValueError:
         raise ValueError(f"{name} must be true, false or one of {list(modes)}, got {value!r}") from None
+
+
+def without_fit(adapt: Any) -> Any:
+    """The bundle's ``adapt`` hook with its per-volume fit switched off (``monai-sr enhance --fast``).
+
+    A fit hook of :mod:`monai_sr.training.internal` (a dataclass with ``enabled``) comes back as a copy
+    with ``enabled=False``, so what it does besides fitting stays (e.g. the through-plane factor from the
+    input's spacing); any other hook (e.g. the denoiser's noise report) fits nothing and is kept as it is.
+    """
+    import dataclasses
+
+    if dataclasses.is_dataclass(adapt) and any(f.name == "enabled" for f in dataclasses.fields(adapt)):
+        return dataclasses.replace(adapt, enabled=False)
+    return adapt

@@ -112,3 +112,29 @@ print(json.dumps(sorted(str(p) for p in __import__("pathlib").Path(".").glob("*.
     assert json.loads(result.stdout.strip().splitlines()[-1]) == sorted(
         ["small.nii.gz", "mri_sr_unet.nii.gz", "mri_denoise_dncnn.nii.gz", "mri_sr_selfsupervised.nii.gz"]
     )
+
+
+@pytest.mark.parametrize("name", BUNDLE_NAMES)
+@pytest.mark.parametrize("config", ["inference.json", "train.json", "evaluate.json"])
+def test_bundle_root_follows_the_config_location(tmp_path, monkeypatch, name, config):
+    """``python -m monai.bundle run --config_file <copy>/configs/X.json`` from any folder: bundle_root is
+    the folder the config lives in, not the working directory and not the shipped bundle."""
+    from monai.bundle import ConfigParser, ConfigWorkflow
+
+    copy = tmp_path / "copy_of_bundle"
+    shutil.copytree(REPO / "bundles" / name / "configs", copy / "configs")
+    monkeypatch.chdir(tmp_path)
+    workflow = ConfigWorkflow(
+        config_file=str(copy / "configs" / config), workflow_type=None, run_id="check", check="$@bundle_root"
+    )
+    workflow.initialize()
+    assert workflow.run() == [str(copy.resolve())]
+    # relative --config_file, run from inside configs/
+    monkeypatch.chdir(copy / "configs")
+    workflow = ConfigWorkflow(config_file=config, workflow_type=None, run_id="check", check="$@bundle_root")
+    workflow.initialize()
+    assert workflow.run() == [str(copy.resolve())]
+    # a ConfigParser of one's own: the installed bundle of that name
+    parser = ConfigParser()
+    parser.read_config(str(copy / "configs" / config))
+    assert parser.get_parsed_content("bundle_root") == str((REPO / "bundles" / name).resolve())
