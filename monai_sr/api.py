@@ -45,7 +45,7 @@ __all__ = ["Bundle", "load_bundle", "enhance_image", "enhance"]
 @dataclass
 class Bundle:
     """A loaded bundle: what :func:`enhance_image` runs. ``adapt`` is None when the bundle has no
-    per-volume hook or it is switched off (``fast``)."""
+    per-volume hook; ``fast`` switches its fit off (:func:`monai_sr.bundles.without_fit`)."""
 
     name: str
     network: nn.Module
@@ -64,12 +64,12 @@ def load_bundle(name: str | os.PathLike = "mri_sr_unet", *, fast: bool = False, 
     per-volume adaptation (``--fast``); ``trust`` accepts a bundle from elsewhere whose config reaches
     beyond monai, monai_sr and torch (see :func:`monai_sr.bundles.load_inference_parts`).
     """
-    from monai_sr.bundles import load_inference_parts
+    from monai_sr.bundles import load_inference_parts, without_fit
 
     parts = load_inference_parts(name, trust=trust, **overrides)
     return Bundle(
         name=Path(parts["bundle_root"]).name, network=parts["network"], inferer=parts["inferer"],
-        adapt=None if fast else parts.get("adapt"), derivation=parts.get("derivation"),
+        adapt=without_fit(parts.get("adapt")) if fast else parts.get("adapt"), derivation=parts.get("derivation"),
         root=Path(parts["bundle_root"]), overrides=dict(overrides),
     )
 
@@ -78,7 +78,9 @@ def _as_bundle(bundle: Bundle | str | os.PathLike, fast: bool, overrides: dict) 
     if isinstance(bundle, Bundle):
         if overrides:
             raise ValueError("config overrides go to load_bundle; this bundle is loaded already")
-        return Bundle(**{**bundle.__dict__, "adapt": None if fast else bundle.adapt})
+        from monai_sr.bundles import without_fit
+
+        return Bundle(**{**bundle.__dict__, "adapt": without_fit(bundle.adapt) if fast else bundle.adapt})
     return load_bundle(bundle, fast=fast, **overrides)
 
 

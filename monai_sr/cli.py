@@ -42,7 +42,7 @@ class _Progress:
 
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
-    from monai_sr.bundles import load_inference_parts
+    from monai_sr.bundles import load_inference_parts, without_fit
     from monai_sr.pipeline import enhance, preflight
 
     checked = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series,
@@ -59,7 +59,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     try:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
-            adapt=None if args.fast else parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
+            adapt=without_fit(parts.get("adapt")) if args.fast else parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
             overwrite=args.overwrite, progress=progress, checked=checked, allow_modality=args.allow_modality,
         )
     finally:
@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(a bundle config is code: only for bundles from a source you trust); weights still load with "
         "weights_only=True"))
     p.add_argument("--fast", action="store_true", help=(
-        "skip the bundle's per-volume adaptation (e.g. mri_sr_unet's guarded internal learning; "
-        "mri_sr_selfsupervised's fit): the pretrained network only"))
+        "skip the bundle's per-volume fit (mri_sr_unet's guarded internal learning, mri_sr_selfsupervised's "
+        "fit; the latter still takes its factor from the spacing): the pretrained network"))
     p.add_argument("--set", action="append", type=_override, metavar="KEY=VALUE", help=(
         "override an id of the bundle's configs/inference.json, as `python -m monai.bundle run --KEY VALUE` "
         "does; repeatable. mri_sr_unet: self_ensemble=none|flips|full, data_consistency=true|false, "

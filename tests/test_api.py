@@ -88,3 +88,16 @@ def test_bad_inputs():
         monai_sr.enhance(bad, fast=True)
     with pytest.raises(AttributeError):
         monai_sr.no_such_name  # noqa: B018
+
+
+def test_fast_switches_only_the_fit_off():
+    from monai_sr.bundles import without_fit
+    from monai_sr.training.internal import InternalLearning, ThroughPlaneFit
+
+    hook = InternalLearning(steps=5)
+    off = without_fit(hook)
+    assert off is not hook and off.enabled is False and hook.enabled is True
+    tp = without_fit(ThroughPlaneFit(seconds=10, factor="spacing"))
+    assert tp.enabled is False and tp.factor == "spacing"  # the factor from the spacing stays
+    report = object()  # a hook that fits nothing (e.g. the denoiser's noise report) is kept
+    assert without_fit(report) is report and without_fit(None) is None
