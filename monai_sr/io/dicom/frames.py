@@ -175,7 +175,8 @@ def read_header(path: Path, notes: list[str]) -> Dataset | None:
 
 def _declared_frames(path: Path, ds: Dataset) -> int:
     """NumberOfFrames, checked before any frame is made: one whole number from 1 up to what the file's size
-    can hold (a header may declare millions of frames in a small file)."""
+    can hold (a header may declare millions of frames, or a 65535 x 65535 matrix, in a small file; for
+    uncompressed data frames x Rows x Columns x bytes must fit in the file)."""
     raw = ds.get("NumberOfFrames", 1)
     if raw is None or str(raw).strip() == "":
         return 1
@@ -185,8 +186,6 @@ def _declared_frames(path: Path, ds: Dataset) -> int:
         raise InputError(f"NumberOfFrames (0028,0008) is {str(raw)[:40]!r}: not a whole number", path=path) from None
     if n < 1:
         raise InputError(f"NumberOfFrames (0028,0008) is {n}: at least 1 expected", path=path)
-    if n == 1:
-        return n
     try:
         size = path.stat().st_size
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -197,9 +196,12 @@ def _declared_frames(path: Path, ds: Dataset) -> int:
     native = meta is None or meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES or meta.get("TransferSyntaxUID") is None
     need = n * rows * cols * spp * bits // 8 if native else n * 8  # compressed: each frame at least an item header
     if need > size:
-        what = f"{n} frames of {rows}x{cols} need {need} bytes" if native else f"{n} compressed frames need {need} bytes"
-        raise InputError(f"NumberOfFrames (0028,0008) is {n}, more than the file holds ({what}; the file has {size})",
-                         path=path)
+        if n == 1 and "NumberOfFrames" not in ds:
+            raise InputError(f"damaged DICOM file: Rows (0028,0010) {rows} x Columns (0028,0011) {cols} need {need} "
+                             f"bytes of pixel data, the whole file has {size}", path=path)
+        what = f"{n} frame(s) of {rows}x{cols} need {need} bytes" if native else f"{n} compressed frames need {need} bytes"
+        raise InputError(f"NumberOfFrames (0028,0008) {n} with Rows (0028,0010) {rows} and Columns (0028,0011) {cols} "
+                         f"is more than the file holds ({what}; the file has {size})", path=path)
     return n
 
 

@@ -47,6 +47,8 @@ CASES = {
     "slope_nan": (lambda ds: _raw(ds, 0x00281053, "DS", b"nan"), (2,), 2, "not a finite number"),
     "frames_negative": (lambda ds: _raw(ds, 0x00280008, "IS", b"-3"), (2,), 2, "NumberOfFrames (0028,0008) is -3"),
     "frames_more_than_held": (lambda ds: _raw(ds, 0x00280008, "IS", b"2"), (2,), 2, "more than the file holds"),
+    "matrix_bomb": (lambda ds: (setattr(ds, "Rows", 65535), setattr(ds, "Columns", 65535)), ALL, 0,
+                    "damaged DICOM file: Rows (0028,0010) 65535 x Columns (0028,0011) 65535 need 8589672450 bytes"),
     "last_slice_without_pixels": (lambda ds: delattr(ds, "PixelData"), (5,), 5, "no pixel data, though the file belongs"),
     # unclear messages before
     "pixel_spacing_zero": (lambda ds: setattr(ds, "PixelSpacing", [0, 0]), ALL, 0, "PixelSpacing (0028,0030) is [0.0, 0.0]"),
@@ -76,7 +78,8 @@ def test_number_of_frames_bomb_refused_from_the_header(tmp_path, small_series):
     result = run_cli("enhance", folder, out, "--quiet", "--bundle", tmp_path / "never_loaded")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "IM0003.dcm: NumberOfFrames (0028,0008) is 99999999, more than the file holds" in lines[0]
+    assert len(lines) == 1 and "IM0003.dcm: NumberOfFrames (0028,0008) 99999999 with Rows" in lines[0]
+    assert "is more than the file holds" in lines[0]
     assert not out.exists() and tree_digest(folder) == before
 
 
