@@ -25,6 +25,7 @@ also contiguous in a NIfTI file) and gives three views of the same computation:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 
@@ -99,10 +100,37 @@ class SelfEnsemble(StrEnum):
 
 
 class AmpDtype(StrEnum):
-    """Mixed precision of the forward pass: ``fp16`` / ``bf16`` (``torch.autocast``), off by default."""
+    """Mixed precision of the forward pass: ``fp16`` / ``bf16`` (``torch.autocast``), off by default;
+    ``auto``: bf16 on a CPU that has it natively (:func:`cpu_has_native_bf16`), float32 elsewhere."""
 
     FP16 = "fp16"
     BF16 = "bf16"
+    AUTO = "auto"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` among the flags of
+    ``/proc/cpuinfo``). Without them oneDNN emulates bf16 and runs it slower than float32, so ``auto``
+    stays in float32 there; on a system without ``/proc/cpuinfo`` the answer is False."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def inference_dtype(amp: AmpDtype | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device`` (None: float32)."""
+    if amp == AmpDtype.AUTO:
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+    if amp is None:
+        return None
+    return torch.float16 if amp == AmpDtype.FP16 else torch.bfloat16
 
 
 class ScaleAwareInferer(Inferer):
@@ -119,7 +147,8 @@ class ScaleAwareInferer(Inferer):
         channels_last: run 4D batches (2D networks) in channels-last memory format (the network is moved
             to it in place); ``"auto"``: on CPU, where it measured 1.4x faster for SR-UNet.
         threads: torch intra-op threads during the call (None: leave the setting).
-        amp: ``"fp16"`` or ``"bf16"`` autocast of the forward pass (None: float32). On a CPU with native
+        amp: ``"fp16"`` or ``"bf16"`` autocast of the forward pass (None: float32; ``"auto"``: bf16 on a CPU
+            with native bf16, float32 elsewhere, see :class:`AmpDtype`). On a CPU with native
             bf16 (AVX512-BF16, AMX) ``"bf16"`` measured 2x faster for SR-UNet at -0.002 dB
             (``benchmarks/inference_README.md``); CPUs without it run bf16 slower than float32.
         self_ensemble: 2D networks only (:class:`SelfEnsemble`): average the network over the flips of
@@ -198,11 +227,8 @@ class ScaleAwareInferer(Inferer):
         x = x.to(device, torch.float32)
         if x.ndim == 4 and self._use_channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.amp is not None:
-            dtype = torch.float16 if self.amp == AmpDtype.FP16 else torch.bfloat16
-            ctx = torch.autocast(device.type, dtype=dtype)
-        else:
-            ctx = nullcontext()
+        dtype = inference_dtype(self.amp, device)
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
         with ctx:
             if self.self_ensemble != SelfEnsemble.NONE and x.ndim == 4:
                 y = self_ensemble_forward(
