@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU build of torch; a GPU user installs their own build first (see README.md).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all sample-data data wheel clean
+.PHONY: setup demo test test-all sample-data data wheel wheel-check clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ data: setup
 wheel: setup
 	$(PY) -m pip install --quiet build
 	$(PY) -m build
+
+# The wheel installed in a fresh venv outside the checkout: demo, one enhance per bundle, validate.
+wheel-check: wheel
+	TORCH="$(TORCH)" PYTHON="$(PYTHON)" scripts/check_wheel.sh
 
 sample-data: setup
 	$(PY) scripts/make_sample_data.py
