@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monai_sr.errors import InputError
-from monai_sr.resources import DATA_SPECS, data_path
+from monai_sr.resources import DATA_SPECS, data_path, sha256_file
 
 __all__ = ["SPECS", "Entry", "entries", "fetch", "check"]
 
@@ -83,14 +83,6 @@ def entries(specs: Sequence[str] = SPECS) -> list[Entry]:
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- getting the package file -------------------------------------------------------------------------
@@ -201,7 +193,7 @@ def check(dest: str | os.PathLike, specs: Sequence[str] = SPECS) -> dict[str, st
     status = {}
     for e in entries(specs):
         path = Path(dest) / e.name
-        status[e.name] = "missing" if not path.is_file() else "ok" if _sha256(path) == e.sha256 else "sha256 mismatch"
+        status[e.name] = "missing" if not path.is_file() else "ok" if sha256_file(path) == e.sha256 else "sha256 mismatch"
     return status
 
 
@@ -226,7 +218,7 @@ def fetch(
     dest.mkdir(parents=True, exist_ok=True)
     for e in todo:
         target = dest / e.name
-        if target.is_file() and _sha256(target) == e.sha256:
+        if target.is_file() and sha256_file(target) == e.sha256:
             status[e.name] = "ok"
             continue
         try:

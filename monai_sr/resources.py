@@ -11,12 +11,14 @@ On a checkout made without symlinks (git ``core.symlinks=false``) the links are 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from importlib.resources import files
 from pathlib import Path
 
 from monai_sr.errors import MonaiSRError
 
-__all__ = ["data_path", "BUNDLES", "DATA_SPECS", "SAMPLE"]
+__all__ = ["data_path", "sha256_file", "BUNDLES", "DATA_SPECS", "SAMPLE"]
 
 BUNDLES = "bundles"
 DATA_SPECS = "data_specs"
@@ -35,3 +37,13 @@ def data_path(*parts: str) -> Path:
             "unzipped (pip install) to use its bundles and sample"
         )
     return resource
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of the file at ``path``, read in 1 MiB chunks (the check of every data file against
+    ``data_specs/``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -30,23 +30,19 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet
-from monai_sr.training.datasets import shared_data_dir, verified_path
 from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
-from monai_sr.training.synth import ContrastRandomiser
-from monai_sr.training.trainer import save_atomic, train_step
+from monai_sr.training.synth import REAL_FILES, ContrastRandomiser, load_sources
+from monai_sr.training.trainer import load_training_state, save_atomic, save_training_state, train_step
 from monai_sr.transforms.kspace import fourier_resample
 from monai_sr.validation.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
-TISSUE_FILES = ("mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz", "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")
 LOG = logging.getLogger("train_sr_unet_dr")
 
 
@@ -72,10 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--resume", action="store_true")
     return p.parse_args(argv)
-
-
-def _load(path: Path) -> np.ndarray:
-    return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float32)
 
 
 def _train_part(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     LOG.info("args: %s", json.dumps(vars(args)))
-    data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
-    maps_dir = Path(args.tissue_maps) if args.tissue_maps else data_dir
-    real = {name: _load(verified_path(name, data_dir, spec=REPO / "data_specs/shared_data.json")) for name in REAL_FILES}
-    gm, wm = (_load(verified_path(name, maps_dir, spec=REPO / "data_specs/tissue_maps.json")) for name in TISSUE_FILES)
+    sources = load_sources(args.data_dir, args.tissue_maps)
+    real, gm, wm = sources.real, sources.gm, sources.wm
     t1 = real[REAL_FILES[0]]  # the tissue maps share the MNI T1's grid
     rnd = ContrastRandomiser(seed=args.seed)
     lr_size = args.patch // 2
@@ -148,12 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     step, best = 0, -math.inf
     ckpt_path = out / "checkpoint.pt"
     if args.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, best = int(ckpt["step"]), float(ckpt["best"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        rnd.rng.bit_generator.state = ckpt["numpy_rng"]
+        step, best = load_training_state(ckpt_path, network=net, optimizer=opt, rng=rnd.rng)
         LOG.info("resumed at step %d", step)
     pool: list[list[DegradedStack]] = []
     t0 = time.time()
@@ -191,8 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             LOG.info("val step %d: %s (best SR+DC %.3f dB)", step, json.dumps(v), best)
             t_start, n_done, loss_sum = time.time(), 0, 0.0
         if step % args.ckpt_every == 0 or step == args.steps:
-            save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                         "torch_rng": torch.get_rng_state(), "numpy_rng": rnd.rng.bit_generator.state}, ckpt_path)
+            save_training_state(ckpt_path, network=net, optimizer=opt, step=step, best=best, rng=rnd.rng)
     save_atomic(net.state_dict(), out / "final.pt")
     LOG.info("done: %d steps", step)
 

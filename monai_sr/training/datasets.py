@@ -27,7 +27,6 @@ Examples::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ from torch.utils.data import Dataset
 
 from monai_sr.checks import check_positive_int
 from monai_sr.errors import InputError
-from monai_sr.resources import DATA_SPECS, data_path
+from monai_sr.resources import DATA_SPECS, data_path, sha256_file
 from monai_sr.training.crops import augment_pair, draw_crop, volume_planes
 from monai_sr.training.pairs import DegradedStack, normalise_volume, split_volume
 from monai_sr.transforms.artefacts import rician_noise
@@ -62,14 +61,6 @@ DATA_SPEC = data_path(DATA_SPECS, "shared_data.json")  # the repository's data_s
 
 Pair = dict[str, torch.Tensor]
 PairMaker = Callable[[np.ndarray, np.random.Generator, int], Pair]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 #: Environment variable naming the folder of the shared training/evaluation volumes.
@@ -99,7 +90,7 @@ def verified_path(name: str, data_dir: str | os.PathLike | None = None, *, spec:
         raise InputError(f"no sha256 entry for {name} in {spec_path}", path=path)
     if not path.is_file():
         raise InputError(f"data file missing (see {spec_path} for its source)", path=path)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != entries[name]["sha256"]:
         raise InputError(f"sha256 {digest} does not match {entries[name]['sha256']} in {spec_path}", path=path)
     return path
@@ -251,7 +242,7 @@ class CachedInPlaneSRPairs(InPlaneSRPairs):
         return self._stacks[key][1]
 
     def __call__(self, volume: np.ndarray, rng: np.random.Generator, patch: int) -> Pair:
-        f, p = self.factor, int(patch)
+        p = int(patch)
         axis, k, i, j = self.draw(volume, rng, p)
         lr, hr = self.stack(volume, axis).crop(k, i, j, p)
         return _as_pair(self.noise(lr, rng), hr)

@@ -29,7 +29,9 @@ Examples::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -37,7 +39,7 @@ from scipy import ndimage
 from monai_sr.transforms.artefacts import BiasField, bias_exponents
 from monai_sr.transforms.intensity import robust_max
 
-__all__ = ["LUT_KNOTS", "ContrastRandomiser", "Draw"]
+__all__ = ["LUT_KNOTS", "ContrastRandomiser", "Draw", "SynthSources", "load_sources"]
 
 #: Knots of the random intensity remap, in units of the T1's 99th percentile.
 LUT_KNOTS = np.array([0.0, 0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0, 1.5])
@@ -125,3 +127,46 @@ class ContrastRandomiser:
             vol = vol * BiasField(coefficients, order=2).field(vol.shape).astype(np.float32)
         vol = np.clip(vol, 0, None)
         return (vol / np.float32(robust_max(vol))).astype(np.float32)
+
+
+#: The real training T1s (``data_specs/shared_data.json``); the first is the tissue maps' grid.
+REAL_FILES = ("mni152_2009a_t1_1mm.nii.gz", "pydeface_mean_head_t1.nii.gz")
+#: nilearn's MNI152 2009a grey- and white-matter maps (``data_specs/tissue_maps.json``).
+TISSUE_FILES = ("mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz", "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")
+
+
+@dataclass
+class SynthSources:
+    """What the randomisation draws from: ``real`` T1s by file name and the ``gm`` / ``wm`` maps on the
+    grid of ``real[REAL_FILES[0]]`` (all float32 ``(X, Y, Z)``, RAS)."""
+
+    real: dict[str, np.ndarray]
+    gm: np.ndarray
+    wm: np.ndarray
+
+    @property
+    def t1(self) -> np.ndarray:
+        """The T1 on the tissue maps' grid (MNI152 2009a)."""
+        return self.real[REAL_FILES[0]]
+
+
+def load_sources(data_dir: str | os.PathLike | None = None, maps_dir: str | os.PathLike | None = None) -> SynthSources:
+    """Load the training T1s and the tissue maps, each checked against its sha256 in ``data_specs/``
+    (:func:`monai_sr.training.datasets.verified_path`), reoriented to RAS. ``data_dir`` defaults to
+    :func:`~monai_sr.training.datasets.shared_data_dir`, ``maps_dir`` to ``data_dir`` (where
+    ``monai-sr data fetch`` puts them)."""
+    import nibabel as nib
+
+    from monai_sr.resources import DATA_SPECS, data_path
+    from monai_sr.training.datasets import shared_data_dir, verified_path
+
+    data = Path(data_dir) if data_dir else shared_data_dir()
+    maps = Path(maps_dir) if maps_dir else data
+
+    def load(name: str, folder: Path, spec: str) -> np.ndarray:
+        path = verified_path(name, folder, spec=data_path(DATA_SPECS, spec))
+        return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float32)
+
+    real = {name: load(name, data, "shared_data.json") for name in REAL_FILES}
+    gm, wm = (load(name, maps, "tissue_maps.json") for name in TISSUE_FILES)
+    return SynthSources(real=real, gm=gm, wm=wm)

@@ -38,8 +38,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.inferers import Inferer, SimpleInferer
+from torch import nn
 
 __all__ = [
     "AutocastInferer", "ProgressivePatch", "RunRecord", "InterpolatedInput", "autocast_dtype", "save_atomic", "train_step",
@@ -55,6 +57,29 @@ def save_atomic(obj: object, path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def save_training_state(
+    path: str | os.PathLike, *, network: nn.Module, optimizer: torch.optim.Optimizer, step: int, best: float,
+    rng: np.random.Generator,
+) -> None:
+    """Write what a training script needs to resume (weights, optimiser, step, best validation score,
+    torch's and ``rng``'s states), atomically (:func:`save_atomic`)."""
+    save_atomic({"model": network.state_dict(), "optimizer": optimizer.state_dict(), "step": int(step), "best": float(best),
+                 "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state}, path)
+
+
+def load_training_state(
+    path: str | os.PathLike, *, network: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+) -> tuple[int, float]:
+    """Restore a :func:`save_training_state` file into ``network``, ``optimizer``, torch's and ``rng``'s
+    states (``weights_only=True``: the file holds tensors and plain values only); returns ``(step, best)``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    network.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = state["numpy_rng"]
+    return int(state["step"]), float(state["best"])
 
 
 def train_step(

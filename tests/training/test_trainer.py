@@ -28,3 +28,27 @@ def test_train_step_equals_the_plain_step():
         assert not loss.requires_grad and torch.equal(loss, ref_loss.detach())
         assert all(torch.equal(a, b) for a, b in zip(net.parameters(), ref.parameters()))
     assert opt.param_groups[0]["lr"] == 5e-4  # lr=None leaves the rate as it was
+
+
+def test_training_state_round_trip(tmp_path):
+    import numpy as np
+
+    from monai_sr.training.trainer import load_training_state, save_training_state
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.rand(4, 3)).sum().backward()
+    opt.step()
+    rng = np.random.default_rng(5)
+    rng.random(3)
+    save_training_state(tmp_path / "ckpt.pt", network=net, optimizer=opt, step=7, best=31.5, rng=rng)
+    expected_draw, expected_torch = rng.random(), torch.rand(1)
+
+    net2, rng2 = torch.nn.Linear(3, 2), np.random.default_rng(0)
+    opt2 = torch.optim.Adam(net2.parameters(), lr=1e-3)
+    torch.manual_seed(99)
+    assert load_training_state(tmp_path / "ckpt.pt", network=net2, optimizer=opt2, rng=rng2) == (7, 31.5)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    assert rng2.random() == expected_draw and torch.equal(torch.rand(1), expected_torch)
