@@ -37,7 +37,7 @@ from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet
 from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
-from monai_sr.training.synth import REAL_FILES, ContrastRandomiser, load_sources
+from monai_sr.training.synth import ContrastRandomiser, load_sources
 from monai_sr.training.trainer import load_training_state, save_atomic, save_training_state, train_step
 from monai_sr.transforms.kspace import fourier_resample
 from monai_sr.validation.metrics import psnr
@@ -112,17 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     LOG.info("args: %s", json.dumps(vars(args)))
     sources = load_sources(args.data_dir, args.tissue_maps)
-    real, gm, wm = sources.real, sources.gm, sources.wm
-    t1 = real[REAL_FILES[0]]  # the tissue maps share the MNI T1's grid
+    gm, wm, t1 = sources.gm, sources.wm, sources.t1  # the tissue maps share the MNI T1's grid
     rnd = ContrastRandomiser(seed=args.seed)
     lr_size = args.patch // 2
 
     def draw() -> tuple[np.ndarray, str]:
-        u = rnd.rng.random()
-        if u < 0.5:
-            return rnd.from_tissue_maps(gm, wm, t1)[0], "tissue maps"
-        name = REAL_FILES[0] if u < 0.75 else REAL_FILES[1]
-        return rnd.remap(real[name])[0], f"remap {name}"
+        return rnd.draw(sources)
 
     val_rnd = ContrastRandomiser(seed=10_000)
     val = []

@@ -113,6 +113,15 @@ class ContrastRandomiser:
             draw.lut = [float(v) for v in lut]
         return self._finish(vol, draw), draw
 
+    def draw(self, sources: SynthSources) -> tuple[np.ndarray, str]:
+        """One training volume from ``sources`` and what it is: half the draws a random contrast from the
+        tissue maps, a quarter each a remap of one of the two real T1s (:data:`REAL_FILES`)."""
+        u = self.rng.random()
+        if u < 0.5:
+            return self.from_tissue_maps(sources.gm, sources.wm, sources.t1)[0], "tissue maps"
+        name = REAL_FILES[0] if u < 0.75 else REAL_FILES[1]
+        return self.remap(sources.real[name])[0], f"remap {name}"
+
     def _finish(self, vol: np.ndarray, draw: Draw) -> np.ndarray:
         rng = self.rng
         draw.texture = float(rng.uniform(0.0, self.texture))

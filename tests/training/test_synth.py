@@ -67,3 +67,14 @@ def test_bad_arguments():
         ContrastRandomiser().from_tissue_maps(gm[:-1], wm, t1)
     with pytest.raises(ValueError, match="no positive"):
         ContrastRandomiser.apply_lut(np.zeros((4, 4)), np.ones(LUT_KNOTS.size))
+
+
+def test_draw_mixes_tissue_maps_and_remapped_t1s():
+    from monai_sr.training.synth import REAL_FILES, SynthSources
+
+    gm, wm, t1 = _phantom()
+    sources = SynthSources(real={REAL_FILES[0]: t1, REAL_FILES[1]: t1[::-1].copy()}, gm=gm, wm=wm)
+    rnd = ContrastRandomiser(seed=0)
+    kinds = [rnd.draw(sources)[1] for _ in range(40)]
+    assert {"tissue maps", f"remap {REAL_FILES[0]}", f"remap {REAL_FILES[1]}"} == set(kinds)
+    assert 10 <= kinds.count("tissue maps") <= 30

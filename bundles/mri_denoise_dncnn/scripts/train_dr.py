@@ -44,7 +44,7 @@ from monai_sr.networks import DnCNN
 from monai_sr.training.datasets import split_held_out
 from monai_sr.training.denoise import RicianDenoisePairs
 from monai_sr.training.schedule import warmup_cosine
-from monai_sr.training.synth import REAL_FILES, ContrastRandomiser, load_sources
+from monai_sr.training.synth import ContrastRandomiser, load_sources
 from monai_sr.training.trainer import load_training_state, save_atomic, save_training_state
 from monai_sr.transforms.artefacts import rician_noise
 from monai_sr.transforms.intensity import robust_max
@@ -142,18 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     LOG.info("args: %s", json.dumps(vars(args)))
     sources = load_sources(args.data_dir, args.tissue_maps)
-    real, gm, wm = sources.real, sources.gm, sources.wm
-    t1 = real[REAL_FILES[0]]
+    gm, wm, t1 = sources.gm, sources.wm, sources.t1
     rnd = ContrastRandomiser(seed=args.seed)
     make_pair = RicianDenoisePairs(sigma_range=args.sigma, gain_range=(0.5, 1.2), zoom_range=args.zoom, zoom_prob=0.5)
 
     def draw() -> tuple[list[np.ndarray], str]:
-        u = rnd.rng.random()
-        if u < 0.5:
-            vol, what = rnd.from_tissue_maps(gm, wm, t1)[0], "tissue maps"
-        else:
-            name = REAL_FILES[0] if u < 0.75 else REAL_FILES[1]
-            vol, what = rnd.remap(real[name])[0], f"remap {name}"
+        vol, what = rnd.draw(sources)
         if rnd.rng.random() < args.thick_prob:
             axis, k = int(rnd.rng.integers(3)), int(rnd.rng.integers(2, args.thick_max + 1))
             vol = thicken(vol, axis, k)
