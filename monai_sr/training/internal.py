@@ -221,6 +221,8 @@ class _VolumeFit:
 
     The fields are the hooks' keyword arguments (a bundle config builds them with ``_target_``); a
     subclass sets its own defaults and adds its own fields, checked in :meth:`__post_init__`.
+    ``min_gain_db``: with a guard (:meth:`held_out`), the fit is kept only when it beats the pretrained
+    network on the held-out part by more than this.
     """
 
     steps: int | None
