@@ -49,9 +49,9 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
                         allow_modality=args.allow_modality)  # refuse before loading a model
     if args.send:
         from monai_sr.errors import OutputError
-        from monai_sr.io.pacs import parse_destination
+        from monai_sr.io.pacs import check_destination
 
-        destination = parse_destination(args.send)
+        destination = check_destination(args.send, timeout=args.timeout)  # a host that does not resolve: refused now
         if checked.kind != "dicom":
             raise OutputError("--send needs a DICOM output (a folder), not NIfTI", path=args.output)
     parts = load_inference_parts(args.bundle, trust=args.trust_bundle, **dict(args.set or ()))

@@ -28,7 +28,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from monai_sr.errors import InputError, SendError
 
-__all__ = ["Destination", "InstanceResult", "SendReport", "parse_destination", "send_series", "DEFAULT_AET"]
+__all__ = ["Destination", "InstanceResult", "SendReport", "check_destination", "parse_destination", "send_series",
+           "DEFAULT_AET"]
 
 DEFAULT_AET = "MONAI_SR"
 _STOW_BATCH_BYTES = 64 << 20  # one STOW-RS request carries up to this much (at least one instance)
@@ -108,6 +109,46 @@ def parse_destination(url: str) -> Destination:
     raise SendError(f"unknown destination scheme {parts.scheme!r}; {usage}", path=url)
 
 
+def check_destination(dest: str | Destination, *, timeout: float = 30.0) -> Destination:
+    """Parse ``dest`` and resolve its host name; :class:`SendError` naming the destination if it cannot be.
+
+    A host that does not resolve would otherwise fail every instance (or, for C-STORE, raise from the
+    socket layer); it is refused once, before anything is read or sent, so ``enhance --send`` finds it
+    before the model loads. An HTTP destination reached through a proxy (``HTTP(S)_PROXY``) is left to
+    the proxy to resolve. A lookup that takes longer than ``timeout`` seconds counts as failed.
+    """
+    import socket
+    import threading
+
+    dest = dest if isinstance(dest, Destination) else parse_destination(dest)
+    if dest.kind == "http":
+        import requests
+
+        if requests.utils.get_environ_proxies(dest.url):
+            return dest
+    outcome: dict[str, object] = {}
+
+    def lookup() -> None:
+        try:
+            outcome["ok"] = socket.getaddrinfo(dest.host, dest.port or None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=lookup, daemon=True)  # getaddrinfo has no timeout of its own
+    worker.start()
+    worker.join(timeout)
+    if "ok" in outcome:
+        return dest
+    exc = outcome.get("error")
+    if exc is None:
+        why = f"no answer within {timeout:g} s"
+    elif isinstance(exc, socket.gaierror):
+        why = exc.strerror or str(exc)
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    raise SendError(f"cannot resolve host {dest.host!r} ({why})", path=dest.url)
+
+
 def _check_aet(aet: str, where: str) -> None:
     if not 0 < len(aet) <= 16 or not aet.isascii() or "\\" in aet or not aet.strip() or not aet.isprintable():
         raise SendError(f"AE title {aet!r} must be 1 to 16 printable ASCII characters without a backslash", path=where)
@@ -170,12 +211,13 @@ def send_series(
 
     Returns:
         :class:`SendReport` with one result per instance; call ``raise_for_failures()`` to turn
-        failures into :class:`~monai_sr.errors.SendError`. Malformed destinations and unreadable files
-        raise before anything is sent.
+        failures into :class:`~monai_sr.errors.SendError`. Malformed destinations, a host name that does
+        not resolve (:func:`check_destination`) and unreadable files raise before anything is sent.
     """
     dest = to if isinstance(to, Destination) else parse_destination(to)
     _check_aet(calling_aet, "--aet")
     instances = _instances(_series_files(source))
+    check_destination(dest, timeout=timeout)
     if dest.kind == "dicom":
         results = _c_store(instances, dest, calling_aet=calling_aet, timeout=timeout, progress=progress)
     else:
@@ -215,7 +257,11 @@ def _c_store(
         (evt.EVT_ACSE_RECV, lambda event: seen.__setitem__("acse", event.primitive)),
     ]
     where = f"{dest.called_aet}@{dest.host}:{dest.port}"
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.called_aet, evt_handlers=handlers)
+    try:
+        assoc = ae.associate(dest.host, dest.port, ae_title=dest.called_aet, evt_handlers=handlers)
+    except OSError as exc:  # the address could not be used (resolution is checked before, by name)
+        why = f"cannot connect to {dest.host}:{dest.port} ({exc.strerror or exc})"
+        return [InstanceResult(i.path, i.sop_instance_uid, False, why) for i in instances]
     if not assoc.is_established:
         rsp = seen.get("acse")
         if assoc.is_rejected and rsp is not None:

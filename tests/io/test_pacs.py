@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pydicom
 import pytest
-from helpers import run_cli
+from helpers import run_cli, tree_digest
 from orthanc import _free_port, orthanc_server
 
 from monai_sr import geometry
@@ -18,7 +18,7 @@ from monai_sr.errors import SendError
 from monai_sr.io.dicom.headers import source_headers
 from monai_sr.io.dicom.reader import load_dicom_series
 from monai_sr.io.dicom.writer import write_derived_series
-from monai_sr.io.pacs import InstanceResult, parse_destination, stow_results
+from monai_sr.io.pacs import InstanceResult, check_destination, parse_destination, stow_results
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +165,39 @@ def test_stow_response_is_read_per_instance(tmp_path):
     # an HTTP error without a DICOM body fails every instance with the status
     results = stow_results(batch, 503, "Service Unavailable", b"busy", "http://pacs/studies")
     assert not any(r.stored for r in results) and all("HTTP 503" in r.detail for r in results)
+
+
+def _assert_unresolvable(result, url):
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"monai-sr: error: {url}: cannot resolve host 'no-such-host.invalid' ({lines[0].rsplit('(', 1)[-1]}"], result.stderr
+    assert "Traceback" not in result.stderr and "FAILED" not in result.stdout
+
+
+@pytest.mark.parametrize("url", ["dicom://AET@no-such-host.invalid:104", "http://no-such-host.invalid:8042/dicom-web"])
+def test_send_to_a_host_that_does_not_resolve_is_one_line(small_series, url):
+    """The .invalid top-level domain never resolves (RFC 6761): one line naming the destination and
+    the cause, exit 1, no traceback, nothing sent per instance (the progress bar left on)."""
+    before = tree_digest(small_series)
+    _assert_unresolvable(run_cli("send", small_series, "--to", url, "--timeout", "5"), url)
+    assert tree_digest(small_series) == before
+
+
+def test_enhance_send_to_a_host_that_does_not_resolve_is_refused_before_work(small_series, tmp_path):
+    out = tmp_path / "sr"
+    url = "dicom://PACS@no-such-host.invalid:11112"
+    before = tree_digest(small_series)
+    _assert_unresolvable(run_cli("enhance", small_series, out, "--send", url, "--timeout", "5", "--quiet"), url)
+    assert not out.exists() and not list(tmp_path.glob(".*.partial")), "refused before anything was written"
+    assert tree_digest(small_series) == before
+
+
+def test_a_slow_name_lookup_counts_as_failed_and_a_proxy_resolves_for_itself(monkeypatch):
+    import socket
+    import time
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(2))
+    with pytest.raises(SendError, match=r"cannot resolve host 'pacs.example' \(no answer within 0.2 s\)"):
+        check_destination("dicom://PACS@pacs.example:104", timeout=0.2)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert check_destination("https://pacs.example/dicom-web", timeout=0.2).host == "pacs.example"
