@@ -26,7 +26,8 @@ from monai_sr.errors import GeometryError, InputError, OutputError
 from monai_sr.io.atomic import atomic_output, pause_point
 
 __all__ = [
-    "NIFTI_SUFFIXES", "is_nifti_path", "quiet_nibabel", "check_nifti_shape", "nifti_affine", "check_finite", "load_nifti", "save_nifti",
+    "NIFTI_SUFFIXES", "is_nifti_path", "quiet_nibabel", "check_nifti_shape", "nifti_affine", "check_finite",
+    "non_finite_where", "NonFiniteError", "load_nifti", "save_nifti",
     "NiftiSliceWriter",
 ]
 
@@ -81,19 +82,37 @@ def nifti_affine(img: nib.spatialimages.SpatialImage, path: str | os.PathLike) -
         raise GeometryError(f"bad geometry in the {source}: {exc.cause}", path=path) from None
 
 
+class NonFiniteError(InputError):
+    """NaN/Inf voxels, refused; ``where`` is the count and the place (``"2 NaN/Inf voxel(s) in slice 3 (first at
+    voxel (1, 2, 3))"``), so a caller (``validate``) can give its own reason."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, where: str = "") -> None:
+        super().__init__(message, path=path)
+        self.where = where
+
+
+def non_finite_where(block: np.ndarray, first_slice: int = 0) -> str | None:
+    """``"<n> NaN/Inf voxel(s) in slice(s) ... (first at voxel (i, j, k))"`` for ``block`` (``(X, Y, n)``, slices
+    ``first_slice ..``), or None when every voxel is finite."""
+    finite = np.isfinite(block)
+    if finite.all():
+        return None
+    bad = np.argwhere(~finite)
+    first = tuple(int(v) for v in bad[0])
+    first = (*first[:2], first[2] + first_slice) if len(first) == 3 else first
+    n_slices = block.shape[2] if block.ndim == 3 else 1
+    where = f"slices {first_slice}..{first_slice + n_slices - 1}" if n_slices > 1 else f"slice {first_slice}"
+    return f"{len(bad)} NaN/Inf voxel(s) in {where} (first at voxel {first})"
+
+
 def check_finite(block: np.ndarray, path: str | os.PathLike, first_slice: int = 0) -> np.ndarray:
     """``block`` (``(X, Y, n)``, slices ``first_slice ..``) when every voxel is finite; else
     :class:`InputError` naming ``path`` with the count of NaN/Inf voxels and the first one. They are
     refused, not masked: a NaN spreads through a network to a whole neighbourhood of the output."""
-    finite = np.isfinite(block)
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        first = tuple(int(v) for v in bad[0])
-        first = (*first[:2], first[2] + first_slice) if len(first) == 3 else first
-        n_slices = block.shape[2] if block.ndim == 3 else 1
-        where = f"slices {first_slice}..{first_slice + n_slices - 1}" if n_slices > 1 else f"slice {first_slice}"
-        raise InputError(f"{len(bad)} NaN/Inf voxel(s) in {where} (first at voxel {first}); refused: they would "
-                         "spread through the network. Replace them (e.g. by 0) and run again", path=path)
+    where = non_finite_where(block, first_slice)
+    if where is not None:
+        raise NonFiniteError(f"{where}; refused: they would spread through the network. Replace them (e.g. by 0) "
+                             "and run again", path=path, where=where)
     return block
 
 

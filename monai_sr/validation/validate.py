@@ -27,6 +27,9 @@ Settings that shape the numbers:
   ``consistency`` mode), ``"none"`` = every voxel, or a file / volume (nonzero = inside; resampled with
   nearest neighbour when its grid differs).
 * Data range: reference ``max - min`` inside the mask (input in ``consistency`` mode).
+* NaN/Inf voxels in the prediction, the reference, the input or a mask: refused (an
+  :class:`~monai_sr.errors.InputError` naming the file, the count and the slices), all-NaN or partly: no
+  metric is defined on them, and a score over the rest would report a broken volume as merely worse.
 * Flagged slice: robust z-score of its PSNR (``0.6745 (PSNR - median) / MAD`` over the slices with
   foreground, the scale ``MAD / 0.6745`` at least 0.25 dB) below -3.5; slices whose mask holds fewer than
   1% of the voxels of the fullest slice are not scored. In ``consistency`` and ``qa`` modes a slice with a
@@ -76,11 +79,31 @@ class _Volume:
         return bool(self.meta.get(HEADERS_KEY))
 
 
+NON_FINITE_RULE = ("refused: no metric is defined on them, and a score over the other voxels would hide a broken "
+                   "volume")
+
+
+def _non_finite(arr: np.ndarray) -> str | None:
+    """``"<n> NaN/Inf voxel(s) in <m> of <Z> slice(s) along index axis 2 (first at voxel (i, j, k))"``, or None."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return None
+    bad = np.argwhere(~finite)
+    n_slices = len(np.unique(bad[:, 2]))
+    return (f"{len(bad)} NaN/Inf voxel(s) in {n_slices} of {arr.shape[2]} slice(s) along index axis 2 "
+            f"(first at voxel {tuple(int(v) for v in bad[0])})")
+
+
 def _volume(x: VolumeLike, role: str) -> _Volume:
     if isinstance(x, (str, os.PathLike)):
+        from monai_sr.io.nifti import NonFiniteError
         from monai_sr.pipeline import load_volume
 
-        name, x = str(x), load_volume(x)
+        name = str(x)
+        try:
+            x = load_volume(x)
+        except NonFiniteError as exc:  # the reader stops at the first block that holds any
+            raise InputError(f"the {role} holds {exc.where}; {NON_FINITE_RULE}", path=name) from None
     elif isinstance(x, MetaTensor):
         name = str(x.meta.get("filename_or_obj") or role)
     else:
@@ -88,6 +111,9 @@ def _volume(x: VolumeLike, role: str) -> _Volume:
     if x.ndim != 4 or x.shape[0] != 1:
         raise InputError(f"{role} must be one channel-first 3D volume (1, X, Y, Z), got shape {tuple(x.shape)}", path=name)
     arr = np.asarray(x[0].detach().cpu().numpy(), dtype=np.float32)
+    where = _non_finite(arr)
+    if where is not None:
+        raise InputError(f"the {role} holds {where}; {NON_FINITE_RULE}", path=name)
     return _Volume(arr, geometry.check_affine(np.asarray(x.affine, dtype=np.float64), orthogonal=False), dict(x.meta), name)
 
 

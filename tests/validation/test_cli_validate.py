@@ -58,3 +58,27 @@ def test_consistency_and_qa_without_reference(tmp_path):
     assert "k-space" in s["settings"]["resampling"] and s["means_over_slices"]["psnr"] > 40
     bad = run_cli("validate", SAMPLE_SERIES, "--input", SAMPLE_REFERENCE, "--out", tmp_path / "r2", "--quiet")
     _one_line_error(bad, str(SAMPLE_SERIES), "integer factor")
+
+
+def test_nan_prediction_or_reference_is_refused_with_the_count(tmp_path):
+    """All-NaN prediction, or a reference with one NaN and one Inf: one line naming the file and the count,
+    exit 1, no report, inputs untouched (docs/validation.md: refused, not scored around)."""
+    import numpy as np
+
+    ref = SpatialCrop(roi_start=(40, 40, 18), roi_end=(80, 88, 24))(load_volume(SAMPLE_REFERENCE))
+    clean = save_nifti(ref, tmp_path / "clean.nii.gz")
+    nan = ref.clone()
+    nan[:] = float("nan")
+    all_nan = save_nifti(nan, tmp_path / "all_nan.nii.gz")
+    part = ref.clone()
+    part[0, 3, 4, 2], part[0, 5, 6, 4] = float("nan"), float("inf")
+    partly = save_nifti(part, tmp_path / "partly.nii.gz")
+    digests = {p: tree_digest(p) for p in (clean, all_nan, partly)}
+    n = int(np.prod(ref.shape))
+    for pred, reference, bad, needle in [(all_nan, clean, all_nan, f"the prediction holds {n} NaN/Inf voxel(s)"),
+                                         (clean, partly, partly, "the reference holds 2 NaN/Inf voxel(s)")]:
+        out = tmp_path / f"report_{bad.stem}"
+        r = run_cli("validate", pred, "--reference", reference, "--out", out)
+        _one_line_error(r, str(bad), needle, "first at voxel", "refused")
+        assert not out.exists() and not list(tmp_path.glob(".*.partial"))
+    assert digests == {p: tree_digest(p) for p in digests}

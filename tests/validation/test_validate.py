@@ -9,7 +9,7 @@ from helpers import SAMPLE_SERIES
 from monai.transforms import SpatialCrop
 
 from monai_sr import geometry
-from monai_sr.errors import GeometryError
+from monai_sr.errors import GeometryError, InputError
 from monai_sr.pipeline import load_volume
 from monai_sr.transforms.kspace import KSpaceTruncation
 from monai_sr.validation.metrics import head_mask
@@ -148,3 +148,18 @@ def test_mask_from_a_volume(colin_crop, noisy):
     np.testing.assert_array_equal(result.column("mask_voxels"), 40 * 60)
     inside = colin_crop[0].numpy()[20:60, 30:90]
     assert result.settings["data_range"] == pytest.approx(float(inside.max() - inside.min()))
+
+
+@pytest.mark.parametrize("how", ["all", "part"])
+def test_nan_or_inf_in_a_prediction_tensor_is_refused_with_the_count(colin_crop, noisy, how):
+    pred = noisy.clone()
+    if how == "all":
+        pred[:] = float("nan")
+        expected = rf"{pred[0].numel()} NaN/Inf voxel\(s\) in 24 of 24 slice\(s\) along index axis 2 \(first at voxel \(0, 0, 0\)\)"
+    else:
+        pred[0, 10, 20, 5], pred[0, 11, 20, 5], pred[0, 1, 2, 9] = float("nan"), float("-inf"), float("inf")
+        expected = r"3 NaN/Inf voxel\(s\) in 2 of 24 slice\(s\) along index axis 2 \(first at voxel \(1, 2, 9\)\)"
+    with pytest.raises(InputError, match="the prediction holds " + expected + "; refused"):
+        validate_volumes(pred, colin_crop)
+    with pytest.raises(InputError, match="the reference holds"):
+        validate_volumes(colin_crop, pred)
