@@ -26,6 +26,7 @@ from monai_sr.inference.streaming import stream_planes
 from monai_sr.io.atomic import check_not_inside, make_output_folder, release_output, release_output_on_error, reserve_output
 from monai_sr.io.dicom.derived import estimate_window
 from monai_sr.io.dicom.headers import source_headers
+from monai_sr.io.library_notes import with_library_notes
 from monai_sr.io.nifti import NiftiSliceWriter, is_nifti_path
 from monai_sr.io.volume_source import InputScan, check_modality, input_kind, open_volume, scan_input
 from monai_sr.meta import FRAMES_KEY, NOTES_KEY
@@ -116,6 +117,7 @@ class Preflight:
     scan: InputScan
 
 
+@with_library_notes(lambda checked, notes: checked.scan.notes.extend(notes))  # pydicom's warnings: notes
 def preflight(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -141,6 +143,7 @@ def preflight(
     return Preflight(kind, scan)
 
 
+@with_library_notes(lambda result, notes: result.notes.extend(notes))  # pydicom's and nibabel's warnings: notes
 @release_output_on_error("output_path")
 def enhance(
     input_path: str | os.PathLike,
