@@ -84,13 +84,20 @@ def _as_bundle(bundle: Bundle | str | os.PathLike, fast: bool, overrides: dict) 
     return load_bundle(bundle, fast=fast, **overrides)
 
 
-def enhance_image(image: MetaTensor, bundle: Bundle | str = "mri_sr_unet", *, fast: bool = False, **overrides: Any) -> MetaTensor:
+def enhance_image(
+    image: MetaTensor, bundle: Bundle | str = "mri_sr_unet", *, fast: bool = False, uncertainty: bool = False,
+    **overrides: Any,
+) -> MetaTensor | tuple[MetaTensor, MetaTensor]:
     """Enhance a channel-first single-channel MetaTensor ``(1, X, Y, Z)`` (RAS affine) in memory.
 
     The steps are those of :func:`monai_sr.pipeline.enhance`: divide by the robust maximum, run the
     bundle's ``adapt`` hook (a guarded per-volume fit for ``mri_sr_unet``) and its inferer, multiply
     back. Returns a float32 MetaTensor on the inferer's grid (the field-of-view rule of DESIGN.md) whose
     meta carries the input's and ``monai_sr_notes`` (what the hook decided). The input is not changed.
+
+    ``uncertainty=True`` (a slice-wise bundle): returns ``(result, spread)``, the result being the mean of
+    the four flips' results and ``spread`` their standard deviation per voxel, in the image's units
+    (:mod:`monai_sr.inference.uncertainty`).
     """
     if not isinstance(image, MetaTensor):
         raise InputError(f"expected a MetaTensor with an affine, got {type(image).__name__}")
@@ -105,10 +112,18 @@ def enhance_image(image: MetaTensor, bundle: Bundle | str = "mri_sr_unet", *, fa
     work = MetaTensor(norm(data), affine=image.affine.clone(), meta=meta)
     work.meta[NOTES_KEY] = []
     network = parts.adapt(work, parts.network) if parts.adapt is not None else parts.network
-    out = parts.inferer(work, network.eval())
+    if uncertainty:
+        from monai_sr.inference.uncertainty import ensemble_members, ensemble_spread
+
+        members = ensemble_members(work, network.eval(), parts.inferer)
+        out = MetaTensor(torch.stack([m.as_tensor() for m in members]).mean(0), meta=members[0].meta)
+        spread = ensemble_spread(members)
+        spread = MetaTensor(norm.inverse(spread.as_tensor()), meta=spread.meta)
+    else:
+        out = parts.inferer(work, network.eval())
     result = MetaTensor(norm.inverse(out.as_tensor()), meta=out.meta)
     result.meta[NOTES_KEY] = list(work.meta[NOTES_KEY])
-    return result
+    return (result, spread) if uncertainty else result
 
 
 def _from_nibabel(img: Any) -> MetaTensor:
@@ -146,17 +161,21 @@ def _to_sitk(t: MetaTensor) -> Any:
 
 def enhance(
     input: Any, output: str | os.PathLike | None = None, *, bundle: Bundle | str = "mri_sr_unet", fast: bool = False,
-    overwrite: bool = False, **overrides: Any,
+    uncertainty: bool = False, overwrite: bool = False, **overrides: Any,
 ) -> Any:
     """Enhance ``input`` (a path, a MetaTensor, a nibabel image or a SimpleITK image) with ``bundle``.
 
-    Without ``output``: the enhanced image, in memory, of the input's kind (a path gives a MetaTensor).
+    Without ``output``: the enhanced image, in memory, of the input's kind (a path gives a MetaTensor);
+    with ``uncertainty=True`` a pair ``(image, spread)`` of that kind (:func:`enhance_image`).
     With ``output``: a path input is enhanced file to file by :func:`monai_sr.pipeline.enhance` (a DICOM
     series folder or NIfTI, atomic) and its :class:`~monai_sr.pipeline.EnhanceResult` returned; an
-    in-memory input is written as NIfTI at ``output`` and the in-memory result returned.
+    in-memory input is written as NIfTI at ``output`` (the spread beside it as ``*_uncertainty.nii.gz``)
+    and the in-memory result returned.
     """
     if isinstance(input, (str, os.PathLike)):
         if output is not None:
+            if uncertainty:
+                raise ValueError("uncertainty=True is given in memory (no output) or for an in-memory input with an output")
             from monai_sr.pipeline import enhance as enhance_file
 
             parts = _as_bundle(bundle, fast, overrides)
@@ -164,23 +183,26 @@ def enhance(
                                 derivation=parts.derivation, overwrite=overwrite)
         from monai_sr.pipeline import load_volume
 
-        return enhance_image(load_volume(input), bundle, fast=fast, **overrides)
+        return enhance_image(load_volume(input), bundle, fast=fast, uncertainty=uncertainty, **overrides)
     kind = type(input).__module__.split(".")[0]
     if isinstance(input, MetaTensor):
-        result = enhance_image(input, bundle, fast=fast, **overrides)
-        back = result
+        image, back = input, (lambda t: t)
     elif kind == "nibabel":
         import nibabel as nib
 
-        result = enhance_image(_from_nibabel(input), bundle, fast=fast, **overrides)
-        back = nib.Nifti1Image(result[0].numpy(), np.asarray(result.affine, dtype=np.float64))
+        image, back = _from_nibabel(input), (lambda t: nib.Nifti1Image(t[0].numpy(), np.asarray(t.affine, dtype=np.float64)))
     elif kind == "SimpleITK":
-        result = enhance_image(_from_sitk(input), bundle, fast=fast, **overrides)
-        back = _to_sitk(result)
+        image, back = _from_sitk(input), _to_sitk
     else:
         raise InputError(f"enhance takes a path, a MetaTensor, a nibabel or a SimpleITK image, not {type(input).__name__}")
+    out = enhance_image(image, bundle, fast=fast, uncertainty=uncertainty, **overrides)
+    result, spread = out if uncertainty else (out, None)
     if output is not None:
         from monai_sr.io.nifti import save_nifti
 
         save_nifti(result, output, overwrite=overwrite)
-    return back
+        if spread is not None:
+            name = Path(output).name
+            stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+            save_nifti(spread, Path(output).with_name(f"{stem}_uncertainty.nii.gz"), overwrite=overwrite)
+    return (back(result), back(spread)) if uncertainty else back(result)

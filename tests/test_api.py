@@ -101,3 +101,28 @@ def test_fast_switches_only_the_fit_off():
     assert tp.enabled is False and tp.factor == "spacing"  # the factor from the spacing stays
     report = object()  # a hook that fits nothing (e.g. the denoiser's noise report) is kept
     assert without_fit(report) is report and without_fit(None) is None
+
+
+def test_uncertainty_is_the_spread_of_the_flips(volume, bundle, tmp_path):
+    from monai_sr.inference import ZeroFilledInterpolation
+    from monai_sr.inference.uncertainty import ensemble_members
+    from monai_sr.transforms.kspace import fourier_resample
+
+    img = MetaTensor(torch.from_numpy(volume[None]), affine=torch.as_tensor(AFFINE))
+    result, spread = monai_sr.enhance(img, bundle=bundle, uncertainty=True)
+    plain = monai_sr.enhance(img, bundle=bundle)  # the bundle's own 4-flip self-ensemble
+    assert spread.shape == result.shape and float(spread.min()) >= 0 and float(spread.max()) > 0
+    np.testing.assert_allclose(result.numpy(), plain.numpy(), rtol=1e-3, atol=1e-2 * float(plain.abs().max()))
+    # data consistency gives every member the measured band: the members differ only outside it
+    members = ensemble_members(img, bundle.network, bundle.inferer)
+    for m in members[1:]:
+        diff = (m - members[0])[0].numpy().astype(np.float64)
+        assert np.abs(diff).max() > 1e-3 * volume.max()
+        assert np.abs(fourier_resample(diff, (24, 20), (0, 1))).max() < 1e-3 * volume.max()
+    # a flip-equivariant "network" has no spread
+    members = ensemble_members(img, ZeroFilledInterpolation(2), bundle.inferer)
+    assert all(torch.allclose(m.as_tensor(), members[0].as_tensor(), atol=1e-3) for m in members)
+    # written beside the output
+    nii = nib.Nifti1Image(volume, AFFINE)
+    monai_sr.enhance(nii, tmp_path / "sr.nii.gz", bundle=bundle, uncertainty=True)
+    assert nib.load(tmp_path / "sr_uncertainty.nii.gz").shape == (48, 40, 4)
