@@ -135,8 +135,44 @@ def order_slices(folder: Path, frames: list[Frame], notes: list[str], *, resampl
                 f"{np.diff(positions).max():.3f} mm) onto {len(series.grid)} slices every {step:.4f} mm along the normal "
                 f"(linear interpolation between neighbouring slices, positions from ImagePositionPatient)"
             )
+            notes.append(_filled_note(frames, positions, series.grid))
         _check_spacing_tags(f0, step, notes)
     return series
+
+
+#: A resampled slice this close (mm) to a source slice is that slice (the other one weighs at most 0.5%).
+AT_SOURCE_MM = 0.01
+
+
+def _ranges(ks: list[int]) -> str:
+    out, k0 = [], None
+    for i, k in enumerate(ks):
+        if k0 is None:
+            k0 = k
+        if i + 1 == len(ks) or ks[i + 1] != k + 1:
+            out.append(str(k0) if k0 == k else f"{k0}-{k}")
+            k0 = None
+    return ", ".join(out)
+
+
+def _filled_note(frames: list[Frame], positions: np.ndarray, grid: np.ndarray, shown: int = 4) -> str:
+    """Which slices of the resampled grid were filled by interpolation (0-based output slice numbers),
+    with the source slices the first few lie between; the others lie within AT_SOURCE_MM of one."""
+    filled = []
+    for k, t in enumerate(grid):
+        if np.abs(positions - t).min() > AT_SOURCE_MM:
+            hi = int(np.clip(np.searchsorted(positions, t), 1, len(positions) - 1))
+            filled.append((k, t, hi - 1, hi))
+    at_source = len(grid) - len(filled)
+    if not filled:
+        return f"--resample: every one of the {len(grid)} slices lies within {AT_SOURCE_MM} mm of a source slice"
+    detail = "; ".join(
+        f"{k} at {t:.3f} mm between {frames[lo].label} ({positions[lo]:.3f}) and {frames[hi].label} ({positions[hi]:.3f})"
+        for k, t, lo, hi in filled[:shown])
+    more = f"; and {len(filled) - shown} more" if len(filled) > shown else ""
+    return (f"--resample filled {len(filled)} of {len(grid)} slices by interpolation, output slice(s) "
+            f"{_ranges([k for k, *_ in filled])} (0-based; positions in mm along the normal): {detail}{more}; "
+            f"the other {at_source} lie within {AT_SOURCE_MM} mm of a source slice")
 
 
 def _check_stacking(folder: Path, ipps: np.ndarray, normal: np.ndarray, pixel: float) -> None:

@@ -47,6 +47,11 @@ def test_missing_slice_refused_then_resampled(tmp_path):
     np.testing.assert_allclose(vol[0].numpy(), full[0].numpy(), atol=1.0)
     notes = " ".join(vol.meta["monai_sr_notes"])
     assert "resampled 7 slices" in notes and "onto 8 slices every 2.0000 mm" in notes
+    # which slice was filled: output slice 3 (26 mm) between the files of 24 and 28 mm; the rest are the sources
+    (filled,) = [n for n in vol.meta["monai_sr_notes"] if n.startswith("--resample filled")]
+    assert filled.startswith("--resample filled 1 of 8 slices by interpolation, output slice(s) 3 (0-based")
+    assert f"3 at 26.000 mm between {files[2].name} (24.000) and {files[4].name} (28.000)" in filled
+    assert filled.endswith("the other 7 lie within 0.01 mm of a source slice")
     headers = source_headers(vol.meta)
     assert len(headers) == 8 and "SliceLocation" not in headers[3]
     np.testing.assert_allclose(float(headers[3].ImagePositionPatient[2]), 26.0, atol=1e-4)
@@ -69,6 +74,8 @@ def test_unequal_steps_refused_then_resampled(tmp_path):
     pos = np.array([20 + 2 * k + shifts[k] for k in range(8)])
     vals = np.array([10.0 * (20 + 2 * k) for k in range(8)])
     np.testing.assert_allclose(vol[0].numpy()[3, 4, :], np.interp(z, pos, vals), atol=1.0)
+    (filled,) = [n for n in vol.meta["monai_sr_notes"] if n.startswith("--resample filled")]
+    assert "filled 1 of 8 slices by interpolation, output slice(s) 3 (0-based" in filled  # 26 mm: 24 .. 26.7
 
 
 def test_positions_rounded_to_a_tenth_of_a_mm_are_accepted(tmp_path):
