@@ -43,8 +43,12 @@ class _Progress:
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
     from monai_sr.bundles import load_inference_parts, without_fit
+    from monai_sr.cohort import cohort_cases, run_cohort
     from monai_sr.pipeline import enhance, preflight
 
+    cases = cohort_cases(args.input, series=args.series)  # a folder of cases: one output each, a manifest
+    if cases is not None:
+        return run_cohort(args, cases)
     checked = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series,
                         allow_modality=args.allow_modality)  # refuse before loading a model
     if args.send:
@@ -198,8 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Super-resolve INPUT (a DICOM series folder or a .nii/.nii.gz file) and write OUTPUT: a new folder "
         "receives a derived DICOM series in the same study (DICOM input only); a .nii/.nii.gz path receives "
         "NIfTI. The output keeps the input's field of view and intensity units."))
-    p.add_argument("input", metavar="INPUT", help="DICOM series folder or .nii/.nii.gz file (never modified)")
+    p.add_argument("input", metavar="INPUT", help=(
+        "DICOM series folder or .nii/.nii.gz file (never modified); or a folder of cases (.nii/.nii.gz files, "
+        "DICOM series sub-folders): one output per case under OUTPUT, listed in OUTPUT/manifest.csv, a rerun "
+        "skips the cases done; under torchrun the cases are split across the ranks"))
     p.add_argument("output", metavar="OUTPUT", help="new folder for a DICOM series, or a .nii/.nii.gz path")
+    p.add_argument("--retry-failed", action="store_true", help=(
+        "folder of cases: run again the cases the manifest lists as failed (a case whose input changed always runs)"))
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, metavar="NAME_OR_PATH", help=bundle_help)
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (after the new one is complete)")
     p.add_argument("--trust-bundle", action="store_true", help=(

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 #: ``adapt(image, network) -> network``: a per-volume step before inference (e.g. a self-supervised fit).
 Adapt = Callable[[MetaTensor, torch.nn.Module], torch.nn.Module]
+#: ``on_case(case, output, result, error, seconds)`` of :func:`enhance_cases`: one case ended.
+CaseDone = Callable[[Path, Path, "EnhanceResult | None", "BaseException | None", float], None]
 
 
 @dataclass
@@ -351,6 +353,9 @@ def enhance_cases(
     derivation: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    dicom_format: str | None = None,
+    cases: list[Path] | None = None,
+    on_case: CaseDone | None = None,
 ) -> list[EnhanceResult]:
     """:func:`enhance` every case of :func:`find_cases` ``(input_path)`` into the folder ``output_path``.
 
@@ -359,10 +364,15 @@ def enhance_cases(
     leaves nothing of itself behind (each output is written atomically); the other cases still run, and
     an :class:`OutputError` listing the failed cases is raised at the end.
 
+    ``cases``: run these cases of ``input_path`` instead of all of :func:`find_cases` (a resumed or
+    split cohort, :mod:`monai_sr.cohort`). ``on_case(case, output, result, error, seconds)``: called as
+    each case ends (``result`` or the ``error``); with it, a case refused by its own check or failing
+    with any exception is reported there and skipped, nothing is raised for it at the end.
+
     Returns:
         one :class:`EnhanceResult` per case, in :func:`find_cases` order.
     """
-    cases = find_cases(input_path)
+    cases = find_cases(input_path) if cases is None else [Path(c) for c in cases]
     out_dir = Path(output_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError("output must be a folder when running cases", path=out_dir)
@@ -371,9 +381,16 @@ def enhance_cases(
         raise OutputError("two cases have the same name; their outputs would collide", path=input_path)
     check_not_inside(out_dir, input_path, replaced=False)  # the cases' outputs go into it, it is not replaced
     created = make_output_folder(out_dir)
+    catch = Exception if on_case else MonaiSRError  # with on_case, one case never stops the others
     try:
-        for case, dst in plan:
-            preflight(case, dst, overwrite=overwrite)
+        for case, dst in list(plan):
+            try:
+                preflight(case, dst, overwrite=overwrite)
+            except catch as exc:
+                if on_case is None:
+                    raise
+                plan.remove((case, dst))
+                on_case(case, dst, None, exc, 0.0)
     except MonaiSRError:
         for _, dst in plan:
             release_output(dst)
@@ -382,14 +399,21 @@ def enhance_cases(
         raise
     results, failed = [], []
     for case, dst in plan:
+        t0 = time.perf_counter()
         try:
             results.append(
                 enhance(case, dst, network=network, inferer=inferer, adapt=adapt, derivation=derivation,
-                        overwrite=overwrite, progress=progress)
+                        overwrite=overwrite, progress=progress, dicom_format=dicom_format)
             )
-        except MonaiSRError as exc:
+        except catch as exc:
+            if on_case is not None:
+                on_case(case, dst, None, exc, time.perf_counter() - t0)
+                continue
             logger.error("%s", exc)
             failed.append(f"{case.name}: {exc}")
+        else:
+            if on_case is not None:
+                on_case(case, dst, results[-1], None, time.perf_counter() - t0)
     if failed:
         raise OutputError(f"{len(failed)} of {len(plan)} cases failed: " + "; ".join(failed), path=input_path)
     return results
