@@ -199,11 +199,13 @@ def run_cohort(args, cases: list[Path]) -> int:
     plan: _Plan = payload[0]
 
     mine = plan.todo
-    if world > 1:
+    if world > 1 and len(plan.todo) >= world:
         from monai.data import DistributedSampler
 
         sampler = DistributedSampler(plan.todo, even_divisible=False, shuffle=False, num_replicas=world, rank=rank)
         mine = [plan.todo[i] for i in sampler]
+    elif world > 1:  # fewer cases than ranks (the sampler refuses): one case each, as it would give them
+        mine = plan.todo[rank : rank + 1]
     by_name = {c.name: c for c in cases}
     rows: list[dict] = []
     tag = f"[rank {rank}] " if world > 1 else ""

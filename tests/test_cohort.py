@@ -116,3 +116,94 @@ def test_digest_follows_names_sizes_and_times(cohort):
     victim = next((cohort / "patient_c").iterdir())
     victim.write_bytes(victim.read_bytes())  # same bytes, rewritten: a new mtime
     assert case_digest(cohort / "patient_c") != d
+
+
+def _torchrun(*args, ranks=2):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "monai_sr"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def _voxels(path):
+    import numpy as np
+
+    from monai_sr.pipeline import load_volume
+
+    vol = load_volume(path)
+    return np.asarray(vol), np.asarray(vol.affine)
+
+
+def test_two_ranks_match_one_process(cohort, tmp_path):
+    import numpy as np
+
+    for name in ("patient_d", "patient_e"):
+        shutil.copytree(cohort / "patient_c", cohort / name, copy_function=shutil.copy2)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_cli("enhance", cohort, one, *FAST).returncode == 0
+    run = _torchrun("enhance", cohort, two, *FAST)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("cohort  ") == 1 and "5 done now" in run.stdout and "on 2 ranks" in run.stdout
+    assert "[rank 0] done" in run.stdout and "[rank 1] done" in run.stdout
+    names = sorted(r["case"] for r in _rows(two))
+    assert names == ["case_a.nii.gz", "case_b.nii.gz", "patient_c", "patient_d", "patient_e"]  # each exactly once
+    for name in ("case_a.nii.gz", "case_b.nii.gz", "patient_c", "patient_d", "patient_e"):
+        (a, aff_a), (b, aff_b) = _voxels(one / name), _voxels(two / name)
+        assert np.array_equal(a, b) and np.array_equal(aff_a, aff_b), name  # bit-identical voxels and geometry
+    again = _torchrun("enhance", cohort, two, *FAST)
+    assert again.returncode == 0 and "0 done now, 5 done before" in again.stdout and len(_rows(two)) == 5
+
+
+def _child_with_rank(parent_pid, rank):
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent_pid and f"RANK={rank}".encode() in env:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_kill_9_of_a_rank_then_a_rerun_runs_only_the_missing_cases(cohort, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    for name in ("patient_d", "patient_e", "patient_f"):
+        shutil.copytree(cohort / "patient_c", cohort / name, copy_function=shutil.copy2)
+    out = tmp_path / "out"
+    slow = ("--quiet", "--set", "self_ensemble=none", "--set", "data_consistency=false")  # ~4 s a case: the fit
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai_sr",
+           "enhance", str(cohort), str(out), *slow]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("[rank 1] done"):  # rank 1 is now inside its second case
+                os.kill(_child_with_rank(proc.pid, 1), signal.SIGKILL)
+                break
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    left = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert left, "the killed rank held reservations (lock / partial) of the cases it had not finished"
+    first = {r["case"] for r in _rows(out) if r["status"] == "done"}
+    assert 1 <= len(first) < 6
+    for name in first:  # every visible output is whole
+        assert _voxels(out / name)[0].size > 0
+
+    rerun = run_cli("enhance", cohort, out, *FAST)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = _rows(out)
+    assert sorted(r["case"] for r in rows) == sorted(p.name for p in cohort.iterdir() if p.name != "readme.txt")
+    assert f"{6 - len(first)} done now, {len(first)} done before" in rerun.stdout  # only the missing cases ran
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], left  # cleaned: no partial, no lock
