@@ -8,7 +8,10 @@ Manifest: one row per case run (``case, input_digest, output, status, seconds, n
 each case ends (under an exclusive ``flock``, one ``write`` per row, so ranks can share the file) and never
 rewritten; the last row of a case is its state. A rerun skips a case whose last row is ``done`` with the
 same input digest and whose output is present; a ``failed`` case with the same digest is run again only
-with ``--retry-failed`` (a changed input is always run again).
+with ``--retry-failed`` (a changed input is always run again). An output present in a folder that holds a
+manifest, with no row of its case (or after a failed row), was published by a run killed before it wrote
+the row: it is made again and replaces that one once complete. Any other output in the way (from another
+input, or in a folder that is not a cohort's) is replaced only with ``--overwrite``.
 
 Input digest (:func:`case_digest`): sha256 over the relative name, size and modification time (ns) of
 every file of the case. It costs one ``stat`` per file, nothing read: a cohort of thousands of studies is
@@ -111,24 +114,31 @@ class _Plan:
     skipped: int  # done before, same input, output present
     not_retried: list[tuple[str, str]]  # (case, error) failed before, same input, no --retry-failed
     digests: dict[str, str]
+    ours: set[str]  # cases to run whose output is present from a run killed between publishing and its row
 
 
 def _plan(cases: list[Path], out_dir: Path, output_format: str, retry_failed: bool) -> _Plan:
     from monai_sr.pipeline import case_output
 
+    managed = (out_dir / MANIFEST).is_file()
     rows = read_manifest(out_dir / MANIFEST)
-    plan = _Plan([], 0, [], {})
+    plan = _Plan([], 0, [], {}, set())
     for case in cases:
         digest = plan.digests[case.name] = case_digest(case)
         row = rows.get(case.name)
         same = row is not None and row["input_digest"] == digest
-        if same and row["status"] == "done" and row["output"] == case_output(case, out_dir, output_format).name \
-                and (out_dir / row["output"]).exists():
+        output = case_output(case, out_dir, output_format)
+        if same and row["status"] == "done" and row["output"] == output.name and output.exists():
             plan.skipped += 1
         elif same and row["status"] == "failed" and not retry_failed:
             plan.not_retried.append((case.name, row["error"]))
         else:
             plan.todo.append(case.name)
+            # An output (published whole, atomically) in a cohort folder with no row of its own, or after a
+            # failed row: a run was killed between publishing it and writing its row; it is ours to replace.
+            # An output made from another input (a done row, another digest) needs --overwrite.
+            if managed and output.exists() and (row is None or row["status"] == "failed"):
+                plan.ours.add(case.name)
     return plan
 
 
@@ -220,23 +230,30 @@ def run_cohort(args, cases: list[Path]) -> int:
             progress.next_case()
             if error is None:
                 row = dict(case=case.name, output=dst.name, status="done", notes="; ".join(result.notes), error="")
-                print(f"{tag}done    {case.name} -> {dst} ({seconds:.1f} s)", flush=True)
+                line = f"{tag}done    {case.name} -> {dst} ({seconds:.1f} s)"
             else:
                 cause = str(error) if isinstance(error, MonaiSRError) else f"{type(error).__name__}: {error}"
                 row = dict(case=case.name, output=dst.name, status="failed", notes="", error=cause)
-                print(f"{tag}failed  {case.name}: {_one_line(cause)}", flush=True)
+                line = f"{tag}failed  {case.name}: {_one_line(cause)}"
             row.update(input_digest=plan.digests[case.name], seconds=f"{seconds:.2f}")
-            append_row(manifest, row)
+            append_row(manifest, row)  # the row before the line: a kill after the line finds the row
             rows.append(row)
+            print(line, flush=True)
 
         parts = load_inference_parts(args.bundle, trust=args.trust_bundle, **dict(args.set or ()))
         try:
-            enhance_cases(
-                args.input, out_dir, network=parts["network"], inferer=parts["inferer"],
-                adapt=without_fit(parts.get("adapt")) if args.fast else parts.get("adapt"),
-                derivation=parts.get("derivation"), dicom_format=args.dicom_format, overwrite=args.overwrite,
-                output_format=output_format, progress=progress, cases=[by_name[n] for n in mine], on_case=on_case,
-            )
+            # the outputs of killed runs (plan.ours) are replaced, once the new one is complete
+            batches = [(mine, True)] if args.overwrite else [
+                ([n for n in mine if n not in plan.ours], False), ([n for n in mine if n in plan.ours], True)]
+            for names, overwrite in batches:
+                if names:
+                    enhance_cases(
+                        args.input, out_dir, network=parts["network"], inferer=parts["inferer"],
+                        adapt=without_fit(parts.get("adapt")) if args.fast else parts.get("adapt"),
+                        derivation=parts.get("derivation"), dicom_format=args.dicom_format, overwrite=overwrite,
+                        output_format=output_format, progress=progress, cases=[by_name[n] for n in names],
+                        on_case=on_case,
+                    )
         finally:
             progress.bars.close()
 

@@ -207,3 +207,20 @@ def test_kill_9_of_a_rank_then_a_rerun_runs_only_the_missing_cases(cohort, tmp_p
     assert sorted(r["case"] for r in rows) == sorted(p.name for p in cohort.iterdir() if p.name != "readme.txt")
     assert f"{6 - len(first)} done now, {len(first)} done before" in rerun.stdout  # only the missing cases ran
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], left  # cleaned: no partial, no lock
+
+
+def test_an_output_published_by_a_killed_run_without_its_row_is_made_again(cohort, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("enhance", cohort, out, *FAST).returncode == 0
+    rows = (out / "manifest.csv").read_text().splitlines()
+    (out / "manifest.csv").write_text("\n".join(rows[:-1]) + "\n")  # killed after publishing, before the row
+    rerun = run_cli("enhance", cohort, out, *FAST)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 done now, 2 done before" in rerun.stdout and _rows(out)[-1]["case"] == "patient_c"
+
+    other = tmp_path / "other"  # not a cohort folder (no manifest): an output there is never replaced unasked
+    other.mkdir()
+    (other / "case_a.nii.gz").write_bytes(b"someone else's")
+    run = run_cli("enhance", cohort, other, *FAST)
+    assert run.returncode == 1 and "case_a.nii.gz" in run.stderr and "exists" in run.stderr
+    assert (other / "case_a.nii.gz").read_bytes() == b"someone else's"
