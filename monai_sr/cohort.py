@@ -64,14 +64,17 @@ def cohort_cases(input_path: str | os.PathLike, *, series: str | int | None = No
     from monai_sr.pipeline import find_cases
 
     path = Path(input_path)
-    if series is not None or not path.is_dir():
-        return None
-    try:
-        cases = find_cases(path)
-    except InputError:
-        return None
-    if cases == [path] or (len(cases) == 1 and cases[0].is_dir()):
-        return None
+    cases = None
+    if series is None and path.is_dir():
+        try:
+            cases = find_cases(path)
+        except InputError:
+            cases = None
+    if cases == [path] or (cases is not None and len(cases) == 1 and cases[0].is_dir()):
+        cases = None
+    if cases is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would write the one output
+        raise InputError("one case, launched on several ranks (torchrun); run it without torchrun, or give a "
+                         "folder of cases", path=input_path)
     return cases
 
 

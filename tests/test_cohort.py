@@ -224,3 +224,9 @@ def test_an_output_published_by_a_killed_run_without_its_row_is_made_again(cohor
     run = run_cli("enhance", cohort, other, *FAST)
     assert run.returncode == 1 and "case_a.nii.gz" in run.stderr and "exists" in run.stderr
     assert (other / "case_a.nii.gz").read_bytes() == b"someone else's"
+
+
+def test_one_case_on_several_ranks_is_refused(small_series, tmp_path):
+    run = _torchrun("enhance", small_series, tmp_path / "out", *FAST)
+    assert run.returncode != 0 and "run it without torchrun" in run.stderr
+    assert not (tmp_path / "out").exists()
