@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT", help="new folder for a DICOM series, or a .nii/.nii.gz path")
     p.add_argument("--retry-failed", action="store_true", help=(
         "folder of cases: run again the cases the manifest lists as failed (a case whose input changed always runs)"))
+    p.add_argument("--output-format", choices=("auto", "dicom", "nifti"), default="auto", help=(
+        "folder of cases: auto = a derived DICOM series for a DICOM case, .nii.gz for a NIfTI case (default); "
+        "nifti = .nii.gz for every case; dicom = DICOM cases only"))
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, metavar="NAME_OR_PATH", help=bundle_help)
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (after the new one is complete)")
     p.add_argument("--trust-bundle", action="store_true", help=(

@@ -189,7 +189,7 @@ def run_cohort(args, cases: list[Path]) -> int:
         if given:
             raise InputError(f"{flag} is not available for a folder of cases yet; run the cases one by one",
                              path=args.input)
-    output_format = "auto"
+    output_format = getattr(args, "output_format", "auto")
     rank, world = _distributed()
     out_dir = Path(args.output)
     manifest = out_dir / MANIFEST
@@ -199,8 +199,8 @@ def run_cohort(args, cases: list[Path]) -> int:
             if out_dir.exists() and not out_dir.is_dir():
                 raise OutputError("output must be a folder when running cases", path=out_dir)
             check_not_inside(out_dir, args.input, replaced=False)
+            payload[0] = _plan(cases, out_dir, output_format, args.retry_failed)  # a case that cannot fit: refused
             make_output_folder(out_dir)
-            payload[0] = _plan(cases, out_dir, output_format, args.retry_failed)
         except Exception as exc:  # every rank must leave, not wait for a plan
             payload[0] = exc
     if world > 1:

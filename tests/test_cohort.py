@@ -230,3 +230,13 @@ def test_one_case_on_several_ranks_is_refused(small_series, tmp_path):
     run = _torchrun("enhance", small_series, tmp_path / "out", *FAST)
     assert run.returncode != 0 and "run it without torchrun" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_output_format_nifti_for_every_case(cohort, tmp_path):
+    out = tmp_path / "out"
+    run = run_cli("enhance", cohort, out, *FAST, "--output-format", "nifti")
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["case_a.nii.gz", "case_b.nii.gz", "manifest.csv", "patient_c.nii.gz"]
+    assert nib.load(out / "patient_c.nii.gz").shape == (80, 96, 6)
+    refused = run_cli("enhance", cohort, tmp_path / "dcm", *FAST, "--output-format", "dicom")
+    assert refused.returncode == 1 and "DICOM case" in refused.stderr and not (tmp_path / "dcm").exists()
