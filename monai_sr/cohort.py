@@ -178,6 +178,12 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def run_cohort(args, cases: list[Path]) -> int:
     """``monai-sr enhance CASES_FOLDER OUT_FOLDER`` (``args`` from the CLI's parser): plan from the
     manifest, run this rank's cases through :func:`~monai_sr.pipeline.enhance_cases`, one row per case,
@@ -271,7 +277,7 @@ def run_cohort(args, cases: list[Path]) -> int:
     if rank == 0:
         done = sum(r["status"] == "done" for r in ran)
         print(f"cohort  {args.input} -> {out_dir}: {len(cases)} case(s): {done} done now, {plan.skipped} done before "
-              f"(skipped), {len(failed)} failed" + (f", on {world} ranks" if world > 1 else ""), flush=True)
+              f"(skipped), {len(failed)} failed" + (f", on {world} ranks x {_threads()} thread(s)" if world > 1 else ""), flush=True)
         print(f"manifest {manifest}", flush=True)
         if failed:
             for name, cause in failed:
