@@ -46,7 +46,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from monai_sr.cohort import cohort_cases, run_cohort
     from monai_sr.pipeline import enhance, preflight
 
-    cases = cohort_cases(args.input, series=args.series)  # a folder of cases: one output each, a manifest
+    cases = cohort_cases(args.input, series=args.series, output=args.output)  # a folder of cases: one output each, a manifest
     if cases is not None:
         return run_cohort(args, cases)
     checked = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series,

@@ -56,16 +56,20 @@ def case_digest(case: str | os.PathLike) -> str:
     return "stat:" + h.hexdigest()
 
 
-def cohort_cases(input_path: str | os.PathLike, *, series: str | int | None = None) -> list[Path] | None:
+def cohort_cases(
+    input_path: str | os.PathLike, *, series: str | int | None = None, output: str | os.PathLike | None = None
+) -> list[Path] | None:
     """The cases when ``input_path`` is a folder of cases, else None (one case: a file, a folder that is
     itself one DICOM series — DICOM files in it, or in one sub-folder only —, a folder with nothing to
-    read, whose error the one-case path gives, or any input with ``series`` chosen)."""
+    read, whose error the one-case path gives, any input with ``series`` chosen, or any input whose
+    ``output`` is one NIfTI file: then a folder of several series is refused with their list, as before)."""
     from monai_sr.errors import InputError
+    from monai_sr.io.nifti import is_nifti_path
     from monai_sr.pipeline import find_cases
 
     path = Path(input_path)
     cases = None
-    if series is None and path.is_dir():
+    if series is None and path.is_dir() and not (output is not None and is_nifti_path(output)):
         try:
             cases = find_cases(path)
         except InputError:
