@@ -35,7 +35,8 @@ import torch
 
 from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet
-from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
+from monai_sr.training.datasets import split_held_out
+from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume
 from monai_sr.training.schedule import warmup_cosine
 from monai_sr.training.synth import ContrastRandomiser, load_sources
 from monai_sr.training.trainer import load_training_state, save_atomic, save_training_state, train_step
@@ -70,16 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _train_part(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(training part below the held-out slab, the slab) along axis 2; the part above is dropped."""
-    n = vol.shape[2]
-    parts, slab = split_volume(vol, axis=2, start=int(round(0.60 * n)), stop=int(round(0.72 * n)))
-    return parts, slab
-
-
 def stacks_of(vol: np.ndarray, lr_size: int) -> list[DegradedStack]:
     out = []
-    for part in _train_part(vol)[0]:
+    for part in split_held_out([vol])[0]:
         for axis in range(3):
             if min(part.shape[a] for a in range(3) if a != axis) >= 2 * lr_size:
                 out.append(DegradedStack.from_volume(part, axis))
@@ -123,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     val = []
     for _ in range(4):
         vol = val_rnd.from_tissue_maps(gm, wm, t1)[0]
-        slab = DegradedStack.from_volume(_train_part(vol)[1], axis=2)
+        slab = DegradedStack.from_volume(split_held_out([vol])[1][0], axis=2)
         val.append(DegradedStack(hr=slab.hr[::4], lr=slab.lr[::4], factor=2))
-    val.append(DegradedStack.from_volume(_train_part(normalise_volume(t1))[1][:, :, ::4], axis=2))
+    val.append(DegradedStack.from_volume(split_held_out([normalise_volume(t1)])[1][0][:, :, ::4], axis=2))
 
     net = SRUNet(2, 1, 1, scale=2)
     net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
