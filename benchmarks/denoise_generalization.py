@@ -69,8 +69,7 @@ def thick_slices(vol: np.ndarray, affine: np.ndarray, k: int, n: int = N_THICK) 
     the height, in-plane sizes cut to even; the affine of the thick grid (scaled along z)."""
     z0 = max(0, int(0.6 * vol.shape[2]) - n * k // 2)
     sub = np.ascontiguousarray(vol[: vol.shape[0] // 2 * 2, : vol.shape[1] // 2 * 2, z0 : z0 + n * k])
-    aff = affine.copy()
-    aff[:3, 3] = affine[:3, :3] @ np.array([0, 0, z0]) + affine[:3, 3]
+    aff = geometry.cropped_affine(affine, (0, 0, z0))
     img = MetaTensor(torch.from_numpy(sub[None]), affine=torch.as_tensor(aff))
     out = SimulateLowResolution((1, 1, k), slice_axis=2, slice_profile="rect")(img)
     return np.ascontiguousarray(out[0].numpy().astype(np.float32)), np.asarray(out.affine, dtype=np.float64)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from monai_sr import geometry
 from monai_sr.inference.baselines import bicubic, zero_filled
 from monai_sr.training.datasets import shared_data_dir, verified_path
 from monai_sr.training.synth import ContrastRandomiser
@@ -67,8 +68,7 @@ def _axial(vol: np.ndarray, affine: np.ndarray, n: int = N_SLICES) -> tuple[np.n
     """``n`` contiguous axial slices around 60 % of the height, in-plane sizes cut to even (affine kept)."""
     z0 = max(0, int(0.6 * vol.shape[2]) - n // 2)
     out = vol[: vol.shape[0] // 2 * 2, : vol.shape[1] // 2 * 2, z0 : z0 + n]
-    aff = affine.copy()
-    aff[:3, 3] = affine[:3, :3] @ np.array([0, 0, z0]) + affine[:3, 3]
+    aff = geometry.cropped_affine(affine, (0, 0, z0))
     return np.ascontiguousarray(out), aff
 
 

@@ -186,6 +186,18 @@ def coarsened_affine(affine: np.ndarray, scale: Sequence[int] | int) -> np.ndarr
     return out
 
 
+def cropped_affine(affine: np.ndarray, start: Sequence[int]) -> np.ndarray:
+    """The affine of a sub-volume whose first voxel is voxel ``start`` (one index per spatial axis) of the
+    grid of ``affine``: same axes and spacing, the origin moved to that voxel's centre."""
+    a = np.asarray(affine, dtype=np.float64)
+    start = np.asarray(start, dtype=np.float64)
+    if start.shape != (a.shape[0] - 1,):
+        raise ValueError(f"start {start.tolist()} must have one index per spatial axis ({a.shape[0] - 1})")
+    out = a.copy()
+    out[:-1, -1] = a[:-1, :-1] @ start + a[:-1, -1]
+    return out
+
+
 def index_of_output_in_input(j: np.ndarray | int, s: int) -> np.ndarray:
     """Input index (fractional) at which output index ``j`` of an ``s``-times finer grid sits."""
     return (np.asarray(j, dtype=np.float64) + 0.5) / s - 0.5

@@ -91,3 +91,13 @@ def test_slice_positions_checks():
         geometry.check_slice_positions([0.0, 2.0, 2.0, 4.0])
     with pytest.raises(GeometryError, match="unequal"):
         geometry.check_slice_positions([0.0, 2.0, 4.0, 7.0, 9.0, 11.0])
+
+
+def test_cropped_affine_puts_the_origin_on_the_start_voxel():
+    a = np.array([[0.0, 0.9, 0.0, -10.0], [1.1, 0.0, 0.0, 5.0], [0.0, 0.0, 3.0, 2.0], [0, 0, 0, 1]])
+    c = geometry.cropped_affine(a, (2, 3, 7))
+    np.testing.assert_allclose(c @ [0, 0, 0, 1], a @ [2, 3, 7, 1])
+    np.testing.assert_allclose(c @ [1, 2, 3, 1], a @ [3, 5, 10, 1])
+    np.testing.assert_array_equal(c[:3, :3], a[:3, :3])
+    with pytest.raises(ValueError, match="one index per spatial axis"):
+        geometry.cropped_affine(a, (1, 2))
