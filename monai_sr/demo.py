@@ -15,7 +15,7 @@ import numpy as np
 from monai_sr.errors import GeometryError, InputError
 from monai_sr.resources import SAMPLE, data_path
 
-__all__ = ["SAMPLE_DIR", "sample_paths", "run_demo"]
+__all__ = ["SAMPLE_DIR", "sample_paths", "score_sample", "run_demo"]
 
 SAMPLE_DIR = data_path(SAMPLE)  # the repository's data/sample, shipped as package data
 
@@ -30,14 +30,32 @@ def sample_paths() -> tuple[Path, Path]:
     return series, reference
 
 
+def score_sample(
+    sr: np.ndarray, lr: np.ndarray, ref: np.ndarray, scale: tuple[int, int], *, sr_name: str = "SR"
+) -> tuple[list[tuple[str, float, float]], np.ndarray, float]:
+    """The demo's scoring: PSNR and SSIM of bicubic, zero-filled k-space interpolation and ``sr`` (all
+    ``(X, Y, Z)`` on ``ref``'s grid; ``lr`` the input, ``scale`` its in-plane factors) against ``ref``
+    inside its head mask, data range = ``ref`` max - min. Returns ``(rows, mask, data_range)``, rows
+    ``(name, psnr, ssim)`` in that order."""
+    from monai_sr.inference.baselines import bicubic, zero_filled
+    from monai_sr.validation.metrics import head_mask, psnr, ssim
+
+    ref = np.asarray(ref, dtype=np.float64)
+    lr = np.asarray(lr, dtype=np.float64)
+    candidates = {"bicubic": bicubic(lr, scale), "zero-filled k-space (sinc)": zero_filled(lr, scale), sr_name: sr}
+    mask = head_mask(ref)
+    data_range = float(ref.max() - ref.min())
+    rows = [(name, psnr(pred, ref, data_range=data_range, mask=mask), ssim(pred, ref, data_range=data_range, mask=mask))
+            for name, pred in candidates.items()]
+    return rows, mask, data_range
+
+
 def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrite: bool = False, progress=None) -> str:
     """Run the demo; returns the printed report (summary and metric table)."""
     from monai_sr.bundles import load_inference_parts
     from monai_sr.io.dicom.reader import load_dicom_series
     from monai_sr.io.nifti import load_nifti
     from monai_sr.pipeline import enhance
-    from monai_sr.inference.baselines import bicubic, zero_filled
-    from monai_sr.validation.metrics import head_mask, psnr, ssim
 
     series, reference = sample_paths()
     Path(output).parent.mkdir(parents=True, exist_ok=True)  # the demo's own default lives under out/
@@ -57,18 +75,10 @@ def run_demo(output: str | os.PathLike, *, bundle: str = "mri_sr_unet", overwrit
             f"{np.abs(sr.affine.numpy() - ref.affine.numpy()).max():.4g} mm",
             path=output,
         )
-    scale = result.scale[:2]
-    ref_a, lr_a = ref[0].numpy().astype(np.float64), lr[0].numpy().astype(np.float64)
-    candidates = {
-        "bicubic": bicubic(lr_a, scale),
-        "zero-filled k-space (sinc)": zero_filled(lr_a, scale),
-        f"SR ({type(parts['network']).__name__}, bundle {parts['bundle_root'].name})": sr[0].numpy(),
-    }
-    mask = head_mask(ref_a)
-    data_range = float(ref_a.max() - ref_a.min())
-    rows = []
-    for name, pred in candidates.items():
-        rows.append((name, psnr(pred, ref_a, data_range=data_range, mask=mask), ssim(pred, ref_a, data_range=data_range, mask=mask)))
+    rows, mask, data_range = score_sample(
+        sr[0].numpy(), lr[0].numpy(), ref[0].numpy(), result.scale[:2],
+        sr_name=f"SR ({type(parts['network']).__name__}, bundle {parts['bundle_root'].name})",
+    )
     base_psnr, base_ssim = rows[0][1], rows[0][2]
     width = max(len(r[0]) for r in rows)
     lines = [

@@ -27,13 +27,10 @@ import numpy as np
 import torch
 
 from monai_sr.bundles import load_inference_parts
-from monai_sr.demo import sample_paths
-from monai_sr.inference.baselines import bicubic
+from monai_sr.demo import sample_paths, score_sample
 from monai_sr.io.dicom.reader import load_dicom_series
 from monai_sr.io.nifti import load_nifti
 from monai_sr.pipeline import enhance
-from monai_sr.transforms.kspace import fourier_resample
-from monai_sr.validation.metrics import head_mask, psnr, ssim
 
 BUNDLE = Path(__file__).resolve().parents[1]
 
@@ -65,13 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         sr = load_dicom_series(out)[0].numpy().astype(np.float64)
     ref = load_nifti(reference)[0].numpy().astype(np.float64)
     lr = load_dicom_series(series)[0].numpy().astype(np.float64)
-    mask = head_mask(ref)
-    data_range = float(ref.max() - ref.min())
-    candidates = {
-        "bicubic": bicubic(lr, (2, 2)),
-        "sinc": fourier_resample(lr, ref.shape[:2], axes=(0, 1)),
-        "sr": sr,
-    }
+    rows, mask, data_range = score_sample(sr, lr, ref, (2, 2))
     result = {
         "ckpt": args.ckpt,
         "internal_learning": args.internal_learning,
@@ -80,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
         "mask_voxels": int(mask.sum()),
         "data_range": data_range,
     }
-    for name, pred in candidates.items():
-        result[f"psnr_{name}"] = round(psnr(pred, ref, data_range=data_range, mask=mask), 3)
-        result[f"ssim_{name}"] = round(ssim(pred, ref, data_range=data_range, mask=mask), 4)
+    for name, (_, p, s) in zip(("bicubic", "sinc", "sr"), rows):
+        result[f"psnr_{name}"] = round(p, 3)
+        result[f"ssim_{name}"] = round(s, 4)
     result["gain_over_bicubic_db"] = round(result["psnr_sr"] - result["psnr_bicubic"], 3)
     if parts["adapt"] is not None and parts["adapt"].last_record is not None:
         result["fit"] = parts["adapt"].last_record.as_dict()
