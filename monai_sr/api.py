@@ -107,17 +107,19 @@ def enhance_image(
     if not torch.isfinite(data).all():
         raise InputError(f"the volume holds {int((~torch.isfinite(data)).sum())} NaN/Inf voxels")
     parts = _as_bundle(bundle, fast, overrides)
+    if uncertainty:
+        from monai_sr.inference.uncertainty import check_ensemble_inferer
+
+        check_ensemble_inferer(parts.inferer, parts.name)  # before the per-volume fit
     norm = RobustScale()
     meta = {k: v for k, v in image.meta.items() if k not in (NOTES_KEY, "affine", "original_affine")}
     work = MetaTensor(norm(data), affine=image.affine.clone(), meta=meta)
     work.meta[NOTES_KEY] = []
     network = parts.adapt(work, parts.network) if parts.adapt is not None else parts.network
     if uncertainty:
-        from monai_sr.inference.uncertainty import ensemble_members, ensemble_spread
+        from monai_sr.inference.uncertainty import ensemble_mean_and_spread
 
-        members = ensemble_members(work, network.eval(), parts.inferer)
-        out = MetaTensor(torch.stack([m.as_tensor() for m in members]).mean(0), meta=members[0].meta)
-        spread = ensemble_spread(members)
+        out, spread = ensemble_mean_and_spread(work, network.eval(), parts.inferer)
         spread = MetaTensor(norm.inverse(spread.as_tensor()), meta=spread.meta)
     else:
         out = parts.inferer(work, network.eval())
@@ -168,19 +170,22 @@ def enhance(
     Without ``output``: the enhanced image, in memory, of the input's kind (a path gives a MetaTensor);
     with ``uncertainty=True`` a pair ``(image, spread)`` of that kind (:func:`enhance_image`).
     With ``output``: a path input is enhanced file to file by :func:`monai_sr.pipeline.enhance` (a DICOM
-    series folder or NIfTI, atomic) and its :class:`~monai_sr.pipeline.EnhanceResult` returned; an
-    in-memory input is written as NIfTI at ``output`` (the spread beside it as ``*_uncertainty.nii.gz``)
-    and the in-memory result returned.
+    series folder or NIfTI, atomic; with ``uncertainty=True`` the map beside it, as ``monai-sr enhance
+    --uncertainty`` writes it) and its :class:`~monai_sr.pipeline.EnhanceResult` returned; an in-memory
+    input is written as NIfTI at ``output`` (the spread beside it, named by
+    :func:`~monai_sr.inference.uncertainty.uncertainty_path`) and the in-memory result returned.
     """
     if isinstance(input, (str, os.PathLike)):
         if output is not None:
-            if uncertainty:
-                raise ValueError("uncertainty=True is given in memory (no output) or for an in-memory input with an output")
             from monai_sr.pipeline import enhance as enhance_file
 
             parts = _as_bundle(bundle, fast, overrides)
+            if uncertainty:
+                from monai_sr.inference.uncertainty import check_ensemble_inferer
+
+                check_ensemble_inferer(parts.inferer, parts.name)
             return enhance_file(input, output, network=parts.network, inferer=parts.inferer, adapt=parts.adapt,
-                                derivation=parts.derivation, overwrite=overwrite)
+                                derivation=parts.derivation, overwrite=overwrite, uncertainty=uncertainty)
         from monai_sr.pipeline import load_volume
 
         return enhance_image(load_volume(input), bundle, fast=fast, uncertainty=uncertainty, **overrides)
@@ -202,7 +207,7 @@ def enhance(
 
         save_nifti(result, output, overwrite=overwrite)
         if spread is not None:
-            name = Path(output).name
-            stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-            save_nifti(spread, Path(output).with_name(f"{stem}_uncertainty.nii.gz"), overwrite=overwrite)
+            from monai_sr.inference.uncertainty import uncertainty_path
+
+            save_nifti(spread, uncertainty_path(output), overwrite=overwrite)
     return (back(result), back(spread)) if uncertainty else back(result)

@@ -48,9 +48,14 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 
     cases = cohort_cases(args.input, series=args.series, output=args.output)  # a folder of cases: one output each, a manifest
     if cases is not None:
+        if args.uncertainty:
+            from monai_sr.errors import InputError
+
+            raise InputError("--uncertainty is not available for a folder of cases yet; run the cases one by one "
+                             "or use monai_sr.enhance(..., uncertainty=True) in a loop", path=args.input)
         return run_cohort(args, cases)
     checked = preflight(args.input, args.output, overwrite=args.overwrite, series=args.series,
-                        allow_modality=args.allow_modality)  # refuse before loading a model
+                        allow_modality=args.allow_modality, uncertainty=args.uncertainty)  # refuse before loading a model
     if args.send:
         from monai_sr.errors import OutputError
         from monai_sr.io.pacs import check_destination
@@ -59,18 +64,23 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         if checked.kind != "dicom":
             raise OutputError("--send needs a DICOM output (a folder), not NIfTI", path=args.output)
     parts = load_inference_parts(args.bundle, trust=args.trust_bundle, **dict(args.set or ()))
+    if args.uncertainty:
+        from monai_sr.inference.uncertainty import check_ensemble_inferer
+
+        check_ensemble_inferer(parts["inferer"], args.bundle)  # a bundle without the flip ensemble: one line
     progress = _Progress(not args.quiet)
     try:
         result = enhance(
             args.input, args.output, network=parts["network"], inferer=parts["inferer"],
             adapt=without_fit(parts.get("adapt")) if args.fast else parts.get("adapt"), derivation=parts.get("derivation"), dicom_format=args.dicom_format, series=args.series, resample=args.resample,
             overwrite=args.overwrite, progress=progress, checked=checked, allow_modality=args.allow_modality,
+            uncertainty=args.uncertainty,
         )
     finally:
         progress.close()
     print(result.summary(), flush=True)
     if args.send:
-        return _send(result.files, destination, args)
+        return _send(result.files + result.uncertainty_files, destination, args)
     return 0
 
 
@@ -242,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resample", action="store_true", help=(
         "interpolate a series with unequal slice steps or missing slices onto a regular grid along the normal "
         "(linear between neighbouring slices) instead of refusing it"))
+    p.add_argument("--uncertainty", action="store_true", help=(
+        "also write an uncertainty map beside OUTPUT: the per-voxel standard deviation of the 4 in-plane flips' "
+        "results (the result is then their mean), in the result's units; OUT.nii.gz -> OUT_uncertainty.nii.gz, "
+        "a DICOM folder OUT -> a second derived series OUT_uncertainty/ in the same study ('SR uncertainty "
+        "(ensemble spread)'); slice-wise bundles only (mri_sr_unet), one case only"))
     p.set_defaults(func=_cmd_enhance)
 
     s = sub.add_parser("series", parents=[common], help="list the DICOM series under a folder or DICOMDIR", description=(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +59,8 @@ CaseDone = Callable[[Path, Path, "EnhanceResult | None", "BaseException | None",
 
 @dataclass
 class EnhanceResult:
-    """What :func:`enhance` did: shapes, spacings (mm, index order), wall time, notes, files written."""
+    """What :func:`enhance` did: shapes, spacings (mm, index order), wall time, notes, files written
+    (``uncertainty_files``: those of the uncertainty map, when one was asked for)."""
 
     input: str
     output: str
@@ -69,6 +72,7 @@ class EnhanceResult:
     seconds: float
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    uncertainty_files: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few human-readable lines."""
@@ -128,12 +132,15 @@ def preflight(
     series: str | int | None = None,
     scan: InputScan | None = None,
     allow_modality: str | None = None,
+    uncertainty: bool = False,
 ) -> Preflight:
     """Cheap checks before any model is loaded or voxel read: the input exists and has a readable kind
     (a DICOM input holds the series ``series`` names, or only one), the output kind fits the input, the
     output is free, not inside the input, and is reserved for this process (a second writer is refused as
     "in use"; the reservation ends when :func:`enhance` has written or failed, or the process ends; see
-    :mod:`monai_sr.io.atomic`). ``scan``: this input's :func:`~monai_sr.io.volume_source.scan_input` made before."""
+    :mod:`monai_sr.io.atomic`). ``scan``: this input's :func:`~monai_sr.io.volume_source.scan_input` made before.
+    ``uncertainty``: the map's output beside it (:func:`~monai_sr.inference.uncertainty.uncertainty_path`)
+    is checked and reserved the same way."""
     path = Path(input_path)
     if not path.exists():
         raise InputError("no such file or folder", path=path)
@@ -142,6 +149,15 @@ def preflight(
     check_modality(scan, allow_modality, output_kind=kind)  # a DICOM series that is not MR: refused by name
     check_not_inside(output_path, path)  # the input is never modified nor written into
     reserve_output(output_path, overwrite=overwrite)  # also proves the folder writable, before any model loads
+    if uncertainty:
+        from monai_sr.inference.uncertainty import uncertainty_path
+
+        check_not_inside(uncertainty_path(output_path), path)
+        try:
+            reserve_output(uncertainty_path(output_path), overwrite=overwrite)
+        except MonaiSRError:
+            release_output(output_path)
+            raise
     return Preflight(kind, scan)
 
 
@@ -162,6 +178,7 @@ def enhance(
     adapt: Adapt | None = None,
     checked: Preflight | None = None,
     allow_modality: str | None = None,
+    uncertainty: bool = False,
 ) -> EnhanceResult:
     """Super-resolve one volume and write it.
 
@@ -191,13 +208,39 @@ def enhance(
             not scanned again.
         allow_modality: a DICOM modality other than MR to accept (e.g. ``"CT"``; NIfTI output only); by
             default a series that is not MR is refused.
+        uncertainty: also write the uncertainty map (the spread of the in-plane flip ensemble,
+            :mod:`monai_sr.inference.uncertainty`; the result is then the ensemble's mean, and the volume is
+            held whole) at :func:`~monai_sr.inference.uncertainty.uncertainty_path` ``(output_path)``: NIfTI
+            beside a NIfTI output, a second derived DICOM series (SeriesDescription
+            ``"SR uncertainty (ensemble spread)"``, Series Number of the result + 1000, same grid and frame
+            of reference) beside a DICOM one. Both are reserved, written and cleaned like one output: the
+            map is published just before the result, and removed again if the result then fails.
 
     Returns:
         :class:`EnhanceResult`. Nothing is left at ``output_path`` when an error is raised.
     """
     t0 = time.perf_counter()
+    if uncertainty:
+        from monai_sr.inference.uncertainty import uncertainty_path
+
+        try:
+            return _enhance(input_path, output_path, network=network, inferer=inferer, derivation=derivation,
+                            series=series, resample=resample, dicom_format=dicom_format, overwrite=overwrite,
+                            progress=progress, adapt=adapt, checked=checked, allow_modality=allow_modality,
+                            uncertainty=True, t0=t0)
+        except BaseException:
+            release_output(uncertainty_path(output_path))
+            raise
+    return _enhance(input_path, output_path, network=network, inferer=inferer, derivation=derivation, series=series,
+                    resample=resample, dicom_format=dicom_format, overwrite=overwrite, progress=progress, adapt=adapt,
+                    checked=checked, allow_modality=allow_modality, uncertainty=False, t0=t0)
+
+
+def _enhance(input_path, output_path, *, network, inferer, derivation, series, resample, dicom_format, overwrite,
+             progress, adapt, checked, allow_modality, uncertainty, t0) -> EnhanceResult:
+    """The body of :func:`enhance` (its arguments; ``t0`` its start time)."""
     checked = preflight(input_path, output_path, overwrite=overwrite, series=series, allow_modality=allow_modality,
-                        scan=checked.scan if checked is not None else None)  # fail before any work
+                        scan=checked.scan if checked is not None else None, uncertainty=uncertainty)  # fail before any work
     kind = checked.kind
     if dicom_format is not None:
         from monai_sr.io.dicom.writer import as_dicom_format
@@ -206,6 +249,10 @@ def enhance(
         if kind != "dicom":
             raise OutputError("a DICOM format was chosen but the output is NIfTI", path=output_path)
     inferer = inferer or SliceWiseInferer()
+    if uncertainty:
+        from monai_sr.inference.uncertainty import check_ensemble_inferer
+
+        check_ensemble_inferer(inferer)  # refused before any voxel is read
     source = open_volume(input_path, series=series, resample=resample, scan=checked.scan)  # headers read once, no voxels
     notes = list(source.meta.get(NOTES_KEY, []))
     scale = inferer.volume_scale(network)
@@ -218,7 +265,8 @@ def enhance(
     window = estimate_window(sample)
     del sample
     step = (lambda d, n: progress("enhance slices" if scale == (1, 1, 1) else "super-resolve slices", d, n)) if progress else None
-    if adapt is None and isinstance(inferer, ScaleAwareInferer):  # blocks read, inferred, written in turn
+    spread = None
+    if adapt is None and isinstance(inferer, ScaleAwareInferer) and not uncertainty:  # blocks read, inferred, written in turn
         stand_in = source.stand_in()
         result = inferer.output_geometry(stand_in, network.eval())  # affine and meta, no voxels
         read = lambda a, b: torch.from_numpy(source.read(a, b)) / norm.scale  # noqa: E731  (a new block)
@@ -231,7 +279,14 @@ def enhance(
             network = adapt(image, network)
             notes = image.meta[NOTES_KEY]
             scale = inferer.volume_scale(network)  # the hook may rebuild the network for this input's factor
-        if isinstance(inferer, ScaleAwareInferer):
+        if uncertainty:  # the same ensemble as monai_sr.enhance(..., uncertainty=True)
+            from monai_sr.inference.uncertainty import ensemble_mean_and_spread
+
+            mean, spread = ensemble_mean_and_spread(image, network.eval(), inferer)
+            result = MetaTensor(norm.inverse(mean.as_tensor()), meta=mean.meta)
+            spread = norm.inverse(spread.as_tensor())[0].numpy()
+            planes = ((k, result[0, :, :, k].numpy()) for k in range(result.shape[3]))
+        elif isinstance(inferer, ScaleAwareInferer):
             result = inferer.output_geometry(image, network.eval())
             planes = stream_planes(inferer.stream(image, network, progress=step), norm.inverse)
         else:
@@ -240,38 +295,73 @@ def enhance(
             planes = ((k, result[0, :, :, k].numpy()) for k in range(result.shape[3]))
 
     affine = np.asarray(result.affine, dtype=np.float64)
-    if kind == "nifti":
-        with NiftiSliceWriter(output_path, affine=affine, shape=result.shape[1:], overwrite=overwrite) as writer:
-            for k, plane in planes:
-                writer.write_slice(k, plane)
-        files = [str(output_path)]
-    else:
-        from monai_sr.io.dicom.writer import DerivedSeriesWriter
+    map_path = None
+    if spread is not None:
+        from monai_sr.inference.uncertainty import uncertainty_path
 
-        name = type(network).__name__
-        what = "enhancement (same grid)" if scale == (1, 1, 1) else f"{'x'.join(map(str, scale))} super-resolution"
-        desc = derivation or f"{what} ({name}, {os.path.basename(str(input_path))}, monai_sr {__version__})"
-        wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
-        headers = source_headers(source.meta)
-        thickness = sr_slice_thickness(acquisition_geometry(source.stand_in()).slice_thickness, scale, slice_axis=2)
-        # streamed slice by slice: per-slice rescale; the window from the input's percentiles, which the
-        # normalisation and its inverse carry over to the result's units
-        with DerivedSeriesWriter(
-            output_path,
-            affine=affine,
-            shape=result.shape[1:],
-            source_headers=headers,
-            derivation=desc,
-            window=window,
-            slice_thickness=thickness,
-            source_frames=source.meta.get(FRAMES_KEY),
-            dicom_format=dicom_format or "classic",
-            overwrite=overwrite,
-            progress=wstep,
-        ) as writer:
+        map_path = uncertainty_path(output_path)
+    published = [False]  # the map's writer ended well (published): undone if the result then fails
+    try:
+        with ExitStack() as stack:
+            if kind == "nifti":
+                writer = stack.enter_context(
+                    NiftiSliceWriter(output_path, affine=affine, shape=result.shape[1:], overwrite=overwrite))
+                if spread is not None:
+                    stack.push(lambda exc_type, *_: published.__setitem__(0, exc_type is None))
+                    map_writer = stack.enter_context(
+                        NiftiSliceWriter(map_path, affine=affine, shape=spread.shape, overwrite=overwrite))
+            else:
+                from monai_sr.io.dicom.derived import peak_of
+                from monai_sr.io.dicom.writer import DerivedSeriesWriter
+
+                name = type(network).__name__
+                what = "enhancement (same grid)" if scale == (1, 1, 1) else f"{'x'.join(map(str, scale))} super-resolution"
+                desc = derivation or f"{what} ({name}, {os.path.basename(str(input_path))}, monai_sr {__version__})"
+                wstep = (lambda d, n: progress("write DICOM", d, n)) if progress else None
+                headers = source_headers(source.meta)
+                thickness = sr_slice_thickness(acquisition_geometry(source.stand_in()).slice_thickness, scale, slice_axis=2)
+                # streamed slice by slice: per-slice rescale; the window from the input's percentiles, which the
+                # normalisation and its inverse carry over to the result's units
+                writer = stack.enter_context(DerivedSeriesWriter(
+                    output_path,
+                    affine=affine,
+                    shape=result.shape[1:],
+                    source_headers=headers,
+                    derivation=desc,
+                    window=window,
+                    slice_thickness=thickness,
+                    source_frames=source.meta.get(FRAMES_KEY),
+                    dicom_format=dicom_format or "classic",
+                    overwrite=overwrite,
+                    progress=wstep,
+                ))
+                if spread is not None:
+                    from monai_sr.inference.uncertainty import SERIES_DESCRIPTION
+
+                    stack.push(lambda exc_type, *_: published.__setitem__(0, exc_type is None))
+                    map_writer = stack.enter_context(DerivedSeriesWriter(
+                        map_path, affine=affine, shape=spread.shape, source_headers=headers,
+                        derivation=f"spread (standard deviation) of the 4 in-plane flips of the {desc}, in the result's units",
+                        series_description=SERIES_DESCRIPTION,
+                        series_number=int(writer.plan.common.SeriesNumber) + 1000,
+                        window=estimate_window(spread), peak=peak_of(spread), slice_thickness=thickness,
+                        source_frames=source.meta.get(FRAMES_KEY), dicom_format=dicom_format or "classic",
+                        overwrite=overwrite,
+                    ))
             for k, plane in planes:
                 writer.write_slice(k, plane)
-        files = [str(p) for p in writer.files]
+                if spread is not None:
+                    map_writer.write_slice(k, spread[:, :, k])
+    except BaseException:
+        if published[0]:  # the map is out but the result is not: take the map back
+            shutil.rmtree(map_path, ignore_errors=True) if Path(map_path).is_dir() else Path(map_path).unlink(missing_ok=True)
+        raise
+    files = [str(output_path)] if kind == "nifti" else [str(p) for p in writer.files]
+    map_files = []
+    if spread is not None:
+        map_files = [str(map_path)] if kind == "nifti" else [str(p) for p in map_writer.files]
+        notes.append(f"uncertainty map {map_path} ({len(map_files)} file(s)): the standard deviation of the 4 in-plane "
+                     f"flips' results, in the result's units (max {float(spread.max()):.4g}); the result is their mean")
     return EnhanceResult(
         input=str(input_path),
         output=str(output_path),
@@ -283,6 +373,7 @@ def enhance(
         seconds=time.perf_counter() - t0,
         files=files,
         notes=list(notes),
+        uncertainty_files=map_files,
     )
 
 
