@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_volumes import needs_colin27, needs_training_data
 from helpers import REPO
 
 from monai_sr.bundles import check_sr_shape, declared_output_shape, verify_metadata_offline
@@ -164,6 +165,7 @@ def test_ckpt_export_matches_eager(bundle, tmp_path):
 
 
 @each_bundle
+@needs_training_data
 def test_train_config_workflow_smoke(bundle, tmp_path):
     from monai.bundle import ConfigWorkflow
 
@@ -187,6 +189,7 @@ def test_train_config_workflow_smoke(bundle, tmp_path):
 
 
 @each_bundle
+@needs_colin27
 def test_evaluate_config_workflow_smoke(bundle, tmp_path):
     from monai.bundle import ConfigWorkflow
 

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from data_volumes import needs_colin27
 from helpers import REPO
 
 from monai_sr.io.dicom.reader import load_dicom_series
@@ -82,7 +83,7 @@ def test_dicom_output_is_a_derived_series_saying_denoised(small_series, tmp_path
     assert "DERIVED" in ds.ImageType
 
 
-@pytest.mark.skipif(not COLIN.is_file(), reason="shared Colin27 volume not present")
+@needs_colin27
 def test_denoises_a_real_noisy_slab_and_reports_its_noise(tmp_path):
     """Colin27 (held out from training), 4 whole axial slices, Rician noise at 5% of the bright signal: the
     bundle's output is much closer to the clean slab than the noisy input, and the reported noise

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_volumes import needs_training_data
 from helpers import REPO
+
+pytestmark = needs_training_data
 
 BUNDLE = REPO / "bundles" / "mri_sr_unet"
 TORCHRUN = Path(sys.executable).with_name("torchrun")

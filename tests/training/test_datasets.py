@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from data_volumes import needs_data, require_data
 
 from monai_sr.errors import InputError
 from monai_sr.training.datasets import (
     DATA_SPEC,
+    TRAINING_FILES,
     InPlaneSRPairs,
     RandomPairDataset,
     SliceDataset,
@@ -28,10 +30,7 @@ DATA_DIR = shared_data_dir()
 
 @pytest.fixture(scope="module")
 def volumes():
-    try:
-        return load_training_volumes(data_dir=DATA_DIR)
-    except InputError as exc:  # pragma: no cover - the shared data lives outside the repository
-        pytest.skip(str(exc))
+    return load_training_volumes(data_dir=require_data(*TRAINING_FILES))
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +45,7 @@ def test_volumes_verified_and_normalised(volumes):
         assert np.percentile(v, 99.5) == pytest.approx(1.0, rel=1e-3)
 
 
+@needs_data("pydeface_mean_head_t1.nii.gz")
 def test_volume_errors_name_the_file(tmp_path):
     spec = json.loads(DATA_SPEC.read_text())
     name = "pydeface_mean_head_t1.nii.gz"

@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from data_volumes import require_data
 
-from monai_sr.training.datasets import RandomPairDataset, load_training_volumes
+from monai_sr.training.datasets import TRAINING_FILES, RandomPairDataset, load_training_volumes
 from monai_sr.training.denoise import RicianDenoisePairs, snr_of_fraction
 from monai_sr.transforms.artefacts import rician_sigma
 
 
 @pytest.fixture(scope="module")
 def volumes():
-    try:
-        return load_training_volumes()
-    except Exception as exc:  # the shared data is not on every machine
-        pytest.skip(f"training volumes unavailable: {exc}")
+    return load_training_volumes(data_dir=require_data(*TRAINING_FILES))
 
 
 def test_pairs_have_the_drawn_noise_level(volumes):

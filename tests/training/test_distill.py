@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from data_volumes import data_file
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from torch.utils.data import DataLoader
@@ -28,7 +29,7 @@ MNI152 = shared_data_dir() / "mni152_2009a_t1_1mm.nii.gz"
 def pairs() -> list[dict[str, torch.Tensor]]:
     """Eight aligned 16 -> 32 crops from four central axial MNI152 slices (a training volume)."""
     if not MNI152.exists():
-        pytest.skip(f"{MNI152} is not available (see the README beside it)")
+        data_file(MNI152.name)
     vol = normalise_volume(np.asarray(nib.as_closest_canonical(nib.load(str(MNI152))).dataobj, np.float32))
     stack = DegradedStack.from_volume(vol[:, :, 80:84], axis=2)
     items = []
@@ -183,7 +184,7 @@ def _script():
 def test_cached_pairs_equal_the_shared_pair_maker():
     """The cached pair maker (the distillation script's) draws exactly the pairs of InPlaneSRPairs (noise off: bitwise)."""
     if not MNI152.exists():
-        pytest.skip(f"{MNI152} is not available")
+        data_file(MNI152.name)
     from monai_sr.training.datasets import CachedInPlaneSRPairs, InPlaneSRPairs, RandomPairDataset, load_training_volumes
 
     volumes = load_training_volumes(names=(MNI152.name,), data_dir=MNI152.parent)
@@ -200,7 +201,7 @@ def test_cached_pairs_equal_the_shared_pair_maker():
 def test_script_student_runs_and_resumes(tmp_path):
     """Two tiny distillation runs: the second resumes from the first's checkpoint and finishes."""
     if not MNI152.exists():
-        pytest.skip(f"{MNI152} is not available")
+        data_file(MNI152.name)
     script = _script()
     torch.save(script.make_teacher().state_dict(), tmp_path / "teacher.pt")
     common = ["student", "--out", str(tmp_path / "kd"), "--epoch-length", "1", "--batch-size", "2", "--patch", "8",

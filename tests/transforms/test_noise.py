@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from data_volumes import needs_colin27
 from monai.data import MetaTensor
 
 from monai_sr.errors import InputError
@@ -28,7 +29,7 @@ from monai_sr.transforms.noise import (
 )
 
 COLIN = shared_data_dir() / "colin27_t1_1mm.nii.gz"
-pytestmark = pytest.mark.skipif(not COLIN.is_file(), reason="shared Colin27 volume not present")
+pytestmark = needs_colin27
 
 
 @pytest.fixture(scope="module")
