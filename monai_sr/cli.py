@@ -151,7 +151,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from monai_sr.validation.validate import validate_volumes
 
     check_output_free(args.out, overwrite=args.overwrite)  # refuse before reading any voxel
-    outputs = {Path(p).resolve() for p in (args.prediction, args.reference, args.input) if p}
+    unc_file = args.uncertainty if args.uncertainty not in ("auto", "none") else None
+    outputs = {Path(p).resolve() for p in (args.prediction, args.reference, args.input, unc_file) if p}
     if Path(args.out).resolve() in outputs:
         from monai_sr.errors import OutputError
 
@@ -160,6 +161,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         result = validate_volumes(
             args.prediction, args.reference, lowres=args.input, axis=args.axis, mask=args.mask, progress=progress,
+            uncertainty=args.uncertainty,
         )
         write_report(result, args.out, overwrite=args.overwrite)
     finally:
@@ -215,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help=(
         "DICOM series folder or .nii/.nii.gz file (never modified); or a folder of cases (.nii/.nii.gz files, "
         "DICOM series sub-folders): one output per case under OUTPUT, listed in OUTPUT/manifest.csv, a rerun "
-        "skips the cases done; under torchrun the cases are split across the ranks"))
+        "skips the cases done; under torchrun the cases are split across the ranks; or a DICOMweb query, "
+        "dicomweb+http(s)://HOST:PORT/SERVICE_ROOT?KEY=VALUE&... with QIDO-RS series keys (StudyInstanceUID=UID[,UID...], "
+        "SeriesInstanceUID, PatientID, StudyDate=20240101-20241231, SeriesDescription=*T1*; Modality=MR unless "
+        "given): each series found is a case named by its Series Instance UID, fetched by WADO-RS into OUTPUT"))
     p.add_argument("output", metavar="OUTPUT", help="new folder for a DICOM series, or a .nii/.nii.gz path")
     p.add_argument("--retry-failed", action="store_true", help=(
         "folder of cases: run again the cases the manifest lists as failed (a case whose input changed always runs)"))
@@ -241,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Image Storage multi-frame file"))
     p.add_argument("--send", metavar="URL", help=(
         "after writing, send the DICOM output to URL: dicom://AET@HOST:PORT (C-STORE) or "
-        "http(s)://HOST:PORT/PATH (DICOMweb STOW-RS service root)"))
+        "http(s)://HOST:PORT/PATH (DICOMweb STOW-RS service root); for a cohort, each case's output as it is "
+        "done (a failed send fails the case)"))
     enhance_send = p.add_argument_group("sending (with --send)")
     p.add_argument("--series", metavar="UID_OR_NUMBER", help=(
         "which series to read when INPUT holds several (a Series Instance UID or Series Number; NUMBER:STACK "
@@ -295,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--mask", default="auto", metavar="auto|none|FILE", help=(
         "auto: head mask of the reference (of the input without a reference); none: every voxel; "
         "FILE: a mask volume, nonzero inside (default: auto)"))
+    v.add_argument("--uncertainty", default="auto", metavar="auto|none|FILE", help=(
+        "an uncertainty map on PREDICTION's grid, drawn next to the difference, with its Spearman correlation with "
+        "|error| per slice (with --reference); auto: the *_uncertainty map `enhance --uncertainty` wrote beside "
+        "PREDICTION, if there is one (default: auto)"))
     v.add_argument("--overwrite", action="store_true", help="replace REPORT_DIR if it exists (after the new one is complete)")
     v.set_defaults(func=_cmd_validate)
 
