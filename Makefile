@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU build of torch; a GPU user installs their own build first (see README.md).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all sample-data data wheel wheel-check clean
+.PHONY: setup demo test test-all sample-data data wheel wheel-check monailabel clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,26 @@ wheel: setup
 # The wheel installed in a fresh venv outside the checkout: demo, one enhance per bundle, validate.
 wheel-check: wheel
 	TORCH="$(TORCH)" PYTHON="$(PYTHON)" scripts/check_wheel.sh
+
+# The MONAI Label server's environment (apps/monailabel/README.md): $(TORCH) first, then MONAI Label with the
+# pins of apps/monailabel/requirements.txt under a constraint that keeps that torch build; monai_sr is not
+# installed there (pydicom 2 vs 3): the app runs .venv's monai-sr.
+ML_VENV := .venv-monailabel
+monailabel: setup $(ML_VENV)/.installed
+
+$(ML_VENV)/.installed: apps/monailabel/requirements.txt
+	$(PYTHON) -m venv $(ML_VENV)
+	$(ML_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(ML_VENV)/bin/python -c "import torch; print('torch==' + torch.__version__)" > $(ML_VENV)/torch-constraint.txt
+	$(ML_VENV)/bin/python -m pip install --quiet -r apps/monailabel/requirements.txt -c $(ML_VENV)/torch-constraint.txt
+	# torchvision 0.28.0 on PyPI is built against torch's CUDA build: beside the CPU build its import fails
+	# ("operator torchvision::nms does not exist"). The pin kept torch; the app never imports torchvision.
+	$(ML_VENV)/bin/python -m pip uninstall --quiet -y torchvision
+	$(ML_VENV)/bin/python -c "import sys, torch, monailabel; want = open(sys.argv[1]).read().split('==')[1].strip(); \
+	    print('torch', torch.__version__, 'monailabel', monailabel.__version__); \
+	    sys.exit(None if torch.__version__ == want else f'torch {want} was replaced by {torch.__version__}')" \
+	    $(ML_VENV)/torch-constraint.txt
+	touch $@
 
 sample-data: setup
 	$(PY) scripts/make_sample_data.py

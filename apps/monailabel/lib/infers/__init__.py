@@ -1,0 +1,1 @@
+"""Infer tasks of the monai_sr MONAI Label app."""
