@@ -194,3 +194,55 @@ def test_a_result_that_fails_to_publish_takes_its_published_map_back(series, tmp
     with pytest.raises(OutputError, match="appeared while this run was writing"):
         enhance(series, out, network=bundle.network, inferer=bundle.inferer, progress=intruder, uncertainty=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sr"] and not any(out.iterdir())
+
+
+def test_the_report_draws_the_map_and_its_correlation_with_the_error(dicom_run, tmp_path):
+    """validate finds the map beside the DICOM prediction, draws it next to the difference and reports the
+    per-slice Spearman correlation with |error| (the crop lies inside the head: every voxel is scored)."""
+    import csv
+    import json
+
+    from helpers import SAMPLE_REFERENCE
+    from PIL import Image
+
+    out, unc, _ = dicom_run
+    args = ("validate", out, "--reference", SAMPLE_REFERENCE, "--mask", "none", "--quiet")
+    run = run_cli(*args, "--out", tmp_path / "with")
+    assert run.returncode == 0, run.stderr
+    assert "found beside the prediction" in run.stdout and "Spearman with |error|" in run.stdout
+    summary = json.loads((tmp_path / "with" / "summary.json").read_text())
+    u = summary["uncertainty"]
+    assert u["file"] == str(unc) and u["slices_with_spearman"] == 4
+    assert 0.1 < u["spearman_mean_over_slices"] < 1 and u["whole_volume"]["top_decile_share"] > 0.1
+    rows = list(csv.DictReader(open(tmp_path / "with" / "slices.csv")))
+    rho = [float(r["uncertainty_spearman"]) for r in rows]
+    assert len(rho) == 4 and min(rho) > 0 and np.isclose(np.mean(rho), u["spearman_mean_over_slices"])
+    html = (tmp_path / "with" / "index.html").read_text()
+    assert "Uncertainty map" in html and "Spearman correlation with |error|" in html
+    run = run_cli(*args, "--uncertainty", "none", "--out", tmp_path / "without")
+    assert run.returncode == 0, run.stderr
+    assert "uncertainty" not in json.loads((tmp_path / "without" / "summary.json").read_text())
+    w_with = Image.open(tmp_path / "with" / "worst_slices.png").size[0]
+    w_without = Image.open(tmp_path / "without" / "worst_slices.png").size[0]
+    assert w_with - w_without == 300, "one more panel: the map"
+    # a map on another grid is refused in one line, naming it
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.eye(4)), other)
+    run = run_cli(*args, "--uncertainty", other, "--out", tmp_path / "bad")
+    _one_error_line(run, str(other), "not on the prediction's grid")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_rank_agreement_measures_the_ranking():
+    from monai_sr.validation.uncertainty import rank_agreement, slice_spearman
+
+    rng = np.random.default_rng(0)
+    err = rng.random(5000)
+    good = rank_agreement(err + 0.05 * rng.random(5000), err)
+    blind = rank_agreement(rng.random(5000), err)
+    assert good["spearman"] > 0.95 and good["top_decile_share"] > 0.8
+    assert abs(blind["spearman"]) < 0.05 and 0.05 < blind["top_decile_share"] < 0.15
+    vol = rng.random((10, 10, 3))
+    rho = slice_spearman(vol, vol ** 2, np.ones_like(vol, bool), axis=2)
+    np.testing.assert_allclose(rho, 1.0)
+    assert np.isnan(slice_spearman(vol, vol, np.zeros_like(vol, bool), axis=2)).all()

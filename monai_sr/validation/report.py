@@ -4,11 +4,14 @@
 
 * ``slices.csv`` one row per slice: ``slice, position_mm, psnr, ssim, nrmse, flagged, reason,
   mask_voxels, mean, std, min, max`` (empty cell = not defined, e.g. no foreground; ``mean`` .. ``max``
-  are whole-slice intensity statistics of the prediction, or of the QA'd volume without a reference);
+  are whole-slice intensity statistics of the prediction, or of the QA'd volume without a reference),
+  and ``uncertainty_spearman`` when an uncertainty map was given (its Spearman correlation with the
+  absolute error in the slice);
 * ``summary.json`` means, whole-volume values, worst and flagged slices, findings, every setting
   (axis, mask, data range, resampled or not, the rules), the figure sizes and the monai_sr version;
 * ``metrics.png`` the per-slice curves, flagged slices marked;
-* ``worst_slices.png`` the worst slices side by side (input, prediction, reference, difference);
+* ``worst_slices.png`` the worst slices side by side (input, prediction, reference, difference, and the
+  uncertainty map when one was given, on its own 0 .. 99.5th percentile scale);
 * ``index.html`` all of it on one page, relative links only, no external resources.
 
 Matplotlib draws with its Agg backend through :class:`matplotlib.figure.Figure` (no pyplot state), at
@@ -78,6 +81,8 @@ def _curves(result: ValidationResult, path: Path) -> tuple[int, int]:
         series = [("PSNR (dB)", result.column("psnr")), ("SSIM", result.column("ssim")), ("NRMSE", result.column("nrmse"))]
     else:
         series = [("slice mean", result.stats["mean"]), ("slice std", result.stats["std"])]
+    if result.uncertainty is not None and np.isfinite(result.uncertainty["spearman"]).any():
+        series.append(("Spearman(map, |error|)", result.uncertainty["spearman"]))
     axes = fig.subplots(len(series), 1, sharex=True)
     for ax, (label, y) in zip(axes, series):
         ax.plot(k, y, "-", color="tab:blue", lw=1.2, marker="." if result.n_slices <= 120 else None)
@@ -120,6 +125,9 @@ def _montage(result: ValidationResult, path: Path) -> tuple[int, int]:
             if name == "difference":  # each row its own symmetric scale, written on the image
                 dmax = max(float(np.percentile(np.abs(img), 99.5)), 1e-6 * (hi - lo))
                 ax.imshow(img, cmap="RdBu_r", vmin=-dmax, vmax=dmax, origin="lower", aspect=sv / su, interpolation="nearest")
+            elif name == "uncertainty":  # each row its own scale from 0, written on the image
+                dmax = max(float(np.percentile(img, 99.5)), 1e-6 * (hi - lo))
+                ax.imshow(img, cmap="magma", vmin=0.0, vmax=dmax, origin="lower", aspect=sv / su, interpolation="nearest")
             else:
                 ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=sv / su, interpolation="nearest")
             k = result.worst[r]
@@ -128,6 +136,11 @@ def _montage(result: ValidationResult, path: Path) -> tuple[int, int]:
                 label += f"\nPSNR {result.column('psnr')[k]:.2f} dB, SSIM {result.column('ssim')[k]:.3f}"
             if name == "difference":
                 label += f"\n(+/- {dmax:.3g})"
+            elif name == "uncertainty":
+                label += f"\n(0 .. {dmax:.3g})"
+                rho = result.uncertainty["spearman"][k]
+                if np.isfinite(rho):
+                    label += f", Spearman {rho:.2f}"
             ax.text(0.02, 0.98, label, transform=ax.transAxes, va="top", ha="left", fontsize=8, color="yellow",
                     bbox={"facecolor": "black", "alpha": 0.5, "pad": 2, "lw": 0})
     fig.savefig(path, dpi=DPI, facecolor="black")
@@ -149,6 +162,16 @@ def _html(result: ValidationResult, summary: dict, figures: dict[str, list[int]]
         f"<li>slice {f['slice']} ({f['position_mm']:.1f} mm): {e(f.get('reason', ''))}</li>" for f in flagged
     ) or "<li>none</li>"
     notes = "".join(f"<li>{e(n)}</li>" for n in summary["notes"])
+    unc = ""
+    if "uncertainty" in summary:
+        u = summary["uncertainty"]
+        w = u["whole_volume"]
+        unc = f"<h2>Uncertainty map</h2><p>{e(str(u['file']))}: drawn next to the difference in the montage.</p>"
+        if u["spearman_mean_over_slices"] is not None:
+            unc += (f"<p class=big>Spearman correlation with |error|: mean over slices <b>{u['spearman_mean_over_slices']:.3f}</b> "
+                    f"(lowest {u['spearman_min_over_slices']:.3f}); whole volume <b>{w['spearman']:.3f}</b>; "
+                    f"{100 * w['top_decile_share']:.0f} % of the top-decile errors lie in its top decile (chance: 10 %).</p>")
+        unc += f"<p>{e(u['rule'])}.</p>"
     imgs = "".join(
         f'<figure><img src="{name}" width="{w}" height="{h}" alt="{name}"><figcaption>{name} ({w} x {h} px)</figcaption></figure>'
         for name, (w, h) in figures.items()
@@ -167,6 +190,7 @@ Flag rule (<span class=flag>red</span> in the plots): {e(s['flag_rule'])}.</p>
 {head}
 <h2>Flagged slices ({len(flagged)})</h2><ul class=flag>{flag_items}</ul>
 {imgs}
+{unc}
 <h2>Files</h2><table>{files}</table>
 <h2>Settings</h2><table>{rows}</table>
 {'<h2>Notes</h2><ul>' + notes + '</ul>' if notes else ''}
@@ -190,11 +214,12 @@ def write_report(result: ValidationResult, out_dir: str | os.PathLike, *, overwr
     ``out_dir`` (atomically: nothing is left there on error; an existing folder only with ``overwrite``)."""
     out_dir = Path(out_dir)
     with atomic_output(out_dir, is_dir=True, overwrite=overwrite) as tmp:
+        columns = CSV_COLUMNS + (("uncertainty_spearman",) if result.uncertainty is not None else ())
         with open(tmp / "slices.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(CSV_COLUMNS)
+            w.writerow(columns)
             for row in result.rows():
-                w.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+                w.writerow([_cell(row[c]) for c in columns])
         figures = {
             "metrics.png": list(_curves(result, tmp / "metrics.png")),
             "worst_slices.png": list(_montage(result, tmp / "worst_slices.png")),

@@ -34,6 +34,11 @@ Settings that shape the numbers:
   foreground, the scale ``MAD / 0.6745`` at least 0.25 dB) below -3.5; slices whose mask holds fewer than
   1% of the voxels of the fullest slice are not scored. In ``consistency`` and ``qa`` modes a slice with a
   QA finding is flagged too.
+* Uncertainty map (``uncertainty``; ``"auto"`` takes the ``*_uncertainty`` file ``monai-sr enhance
+  --uncertainty`` wrote beside a prediction path): on the prediction's grid; drawn next to the difference
+  in the montage; in ``reference`` mode the Spearman correlation between the map and |prediction -
+  reference| inside the mask, per slice and over the volume, with the share of the top-decile errors in
+  the map's top decile (:mod:`monai_sr.validation.uncertainty`).
 """
 
 from __future__ import annotations
@@ -152,6 +157,9 @@ class ValidationResult:
     display_range: tuple[float, float]
     pixel_spacing: tuple[float, float]
     notes: list[str] = field(default_factory=list)
+    #: with an uncertainty map: ``file``, ``spearman`` (per slice, nan where undefined or no reference),
+    #: ``whole_volume`` (:func:`~monai_sr.validation.uncertainty.rank_agreement`, reference mode) and ``rule``
+    uncertainty: dict | None = None
 
     @property
     def n_slices(self) -> int:
@@ -174,6 +182,8 @@ class ValidationResult:
             row["reason"] = self.reasons[k]
             row["mask_voxels"] = float(cols["mask_voxels"][k])
             row.update({s: float(self.stats[s][k]) for s in ("mean", "std", "min", "max")})
+            if self.uncertainty is not None:
+                row["uncertainty_spearman"] = float(self.uncertainty["spearman"][k])
             out.append(row)
         return out
 
@@ -205,7 +215,19 @@ class ValidationResult:
             "flagged_slices": [brief(k) for k in np.flatnonzero(self.flagged)],
             "findings": [f.to_dict() for f in self.findings],
             "notes": list(self.notes),
+            **({"uncertainty": self.uncertainty_summary()} if self.uncertainty is not None else {}),
         }
+
+    def uncertainty_summary(self) -> dict:
+        """The uncertainty part of summary.json: file, rule, mean / min of the per-slice Spearman (over the
+        slices where it is defined) and the whole-volume figures."""
+        u = self.uncertainty
+        rho = np.asarray(u["spearman"], dtype=np.float64)
+        ok = rho[np.isfinite(rho)]
+        return {"file": u["file"], "rule": u["rule"], "slices_with_spearman": int(ok.size),
+                "spearman_mean_over_slices": float(ok.mean()) if ok.size else None,
+                "spearman_min_over_slices": float(ok.min()) if ok.size else None,
+                "whole_volume": dict(u.get("whole_volume") or {})}
 
     def text(self) -> str:
         """A few lines for a terminal."""
@@ -220,6 +242,14 @@ class ValidationResult:
         flagged = np.flatnonzero(self.flagged)
         lines.append(f"flagged   {len(flagged)} slice(s)" + (f": {', '.join(map(str, flagged[:20]))}" if len(flagged) else ""))
         lines += [f"finding   slice {f.slice}: {f.message}" for f in self.findings[:20]]
+        if self.uncertainty is not None:
+            u, w = self.uncertainty_summary(), self.uncertainty.get("whole_volume") or {}
+            text = f"map {u['file']}"
+            if u["spearman_mean_over_slices"] is not None:
+                text += (f"; Spearman with |error| per slice: mean {u['spearman_mean_over_slices']:.3f}, min "
+                         f"{u['spearman_min_over_slices']:.3f}; whole volume {w['spearman']:.3f}, top-decile errors in its "
+                         f"top decile {100 * w['top_decile_share']:.0f} % (chance 10 %)")
+            lines.append(f"uncertain {text}")
         lines += [f"note      {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -284,6 +314,7 @@ def validate_volumes(
     mask: str | VolumeLike = "auto",
     n_worst: int = 4,
     progress: Progress | None = None,
+    uncertainty: str | VolumeLike | None = "auto",
 ) -> ValidationResult:
     """Validate ``prediction`` slice by slice (see the module docstring for the modes and rules).
 
@@ -297,6 +328,8 @@ def validate_volumes(
         mask: ``"auto"``, ``"none"``, or a mask volume / path.
         n_worst: how many of the worst slices the montage shows.
         progress: ``progress(stage, done, total)``.
+        uncertainty: an uncertainty map on the prediction's grid (MetaTensor or path), ``"auto"`` (the one
+            beside a prediction path, if any) or None (see the module docstring).
     """
     if axis is not None and axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
@@ -304,6 +337,16 @@ def validate_volumes(
     ref = _volume(reference, "reference") if reference is not None else None
     low = _volume(lowres, "input") if lowres is not None else None
     notes: list[str] = []
+    if isinstance(uncertainty, str) and uncertainty in ("auto", "none"):
+        from monai_sr.validation.uncertainty import find_beside
+
+        uncertainty = find_beside(prediction) if uncertainty == "auto" else None
+        if uncertainty is not None:
+            notes.append(f"uncertainty map found beside the prediction: {uncertainty}")
+    unc = _volume(uncertainty, "uncertainty map") if uncertainty is not None else None
+    if unc is not None and not same_grid(unc.array.shape, unc.affine, pred.array.shape, pred.affine):
+        raise GeometryError(f"the uncertainty map is not on the prediction's grid ({pred.name}, "
+                            f"{' x '.join(map(str, pred.array.shape))} voxels)", path=unc.name)
     files = {"prediction": pred.name, "reference": ref.name if ref else None, "input": low.name if low else None}
     settings: dict = {}
     findings: list[Finding] = []
@@ -423,12 +466,34 @@ def validate_volumes(
         panels["difference"] = panels["prediction degraded"] - panels["input"]
     else:
         panels["prediction"] = _take(pred.array, axis, worst)
+    unc_info = None
+    if unc is not None:
+        from monai_sr.validation.uncertainty import rank_agreement, slice_spearman
+
+        if grid is pred:
+            panels["uncertainty"] = _take(unc.array, axis, worst)
+        else:  # consistency mode: drawn on the input's grid, as the prediction is
+            panels["uncertainty"] = _take(resample_to_grid(unc.array, unc.affine, shape, affine, axis=axis, slices=worst, cval=0.0), axis, list(range(len(worst))))
+        rho = np.full(shape[axis], np.nan)
+        whole = {}
+        if mode == "reference":
+            err = np.abs(pred.array.astype(np.float64) - truth)
+            rho = slice_spearman(unc.array, err, m, axis)
+            whole = rank_agreement(unc.array[m], err[m])
+            rule = ("Spearman rank correlation between the map and |prediction - reference| over the mask voxels of each "
+                    "slice (nan with fewer than 50 voxels); whole volume: the same over all mask voxels, and the share of the "
+                    "10 % largest errors lying in the map's top decile (chance: 10 %)")
+        else:
+            rule = "no reference: the map is drawn, no correlation with the error is defined"
+            notes.append("uncertainty map: no reference, so its agreement with the error is not measured")
+        unc_info = {"file": unc.name, "spearman": rho, "whole_volume": whole, "rule": rule}
+        files["uncertainty"] = unc.name
     sp = geometry.spacing_from_affine(affine)
     inplane = tuple(float(sp[a]) for a in range(3) if a != axis)
 
     return ValidationResult(
         mode=mode, axis=axis, positions_mm=positions, metrics=metrics, flagged=flagged, reasons=reasons,
         stats=stats, findings=findings, files=files, settings=settings, worst=worst, panels=panels,
-        display_range=(lo, hi if hi > lo else lo + 1.0), pixel_spacing=inplane, notes=notes,
+        display_range=(lo, hi if hi > lo else lo + 1.0), pixel_spacing=inplane, notes=notes, uncertainty=unc_info,
     )
 
