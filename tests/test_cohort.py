@@ -243,3 +243,61 @@ def test_output_format_nifti_for_every_case(cohort, tmp_path):
     assert nib.load(out / "patient_c.nii.gz").shape == (80, 96, 6)
     refused = run_cli("enhance", cohort, tmp_path / "dcm", *FAST, "--output-format", "dicom")
     assert refused.returncode == 1 and "DICOM case" in refused.stderr and not (tmp_path / "dcm").exists()
+
+
+BUNDLES = ("mri_sr_unet", "mri_denoise_dncnn", "mri_sr_selfsupervised")
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_multi_gpu_inference_config_drives_the_cohort(bundle):
+    """configs/multi_gpu_inference.json merged over inference.json (as model-zoo's multi_gpu_evaluate.json is):
+    the run calls monai_sr.cohort.enhance_cohort with every id resolved, a CPU device and gloo without CUDA."""
+    from monai.bundle import ConfigParser
+
+    from monai_sr.bundles import find_bundle
+
+    configs = find_bundle(bundle) / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "inference.json"), str(configs / "multi_gpu_inference.json")])
+    parser["input_path"], parser["output_path"] = "cases", "out"
+    assert parser["enhance"]["_target_"] == "monai_sr.cohort.enhance_cohort"
+    assert parser["run"][-1] == "$@enhance.raise_for_failures()"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert parser.get_parsed_content("device") == torch.device("cpu")
+        assert parser.get_parsed_content("dist_backend") == "gloo"
+    keys = [k for k in parser["enhance"] if k != "_target_"]
+    assert {"source", "output_path", "network", "inferer", "adapt", "send", "retry_failed"} <= set(keys)
+    args = {k: parser.get_parsed_content(f"enhance#{k}") for k in keys}  # every @id and $expression resolves
+    assert args["source"] == "cases" and args["retry_failed"] is False and isinstance(args["network"], torch.nn.Module)
+    assert next(args["network"].parameters()).device == parser.get_parsed_content("device")
+
+
+@pytest.mark.slow  # ~30 s at load 8.6 on the 2-core machine; the CLI's torchrun test runs the same split in CI
+def test_bundle_on_two_ranks_matches_one_process(cohort, tmp_path):
+    """torchrun --standalone --nproc_per_node 2 -m monai.bundle run --config_file
+    "['configs/inference.json','configs/multi_gpu_inference.json']" over 3 cases: the cases split across the 2
+    gloo ranks (each exactly once in the manifest), outputs bit-identical to `monai-sr enhance` in one process."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from helpers import REPO
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_cli("enhance", cohort, one, *FAST).returncode == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
+           "run", "--config_file", "['configs/inference.json','configs/multi_gpu_inference.json']",
+           "--input_path", str(cohort), "--output_path", str(two), "--internal_learning", "false",
+           "--self_ensemble", "none", "--data_consistency", "false"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # gloo on the CPU even where a GPU exists
+    run = subprocess.run(cmd, cwd=REPO / "bundles" / "mri_sr_unet", capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("cohort  ") == 1 and "3 case(s): 3 done now" in run.stdout and "on 2 ranks" in run.stdout
+    assert "[rank 0] done" in run.stdout and "[rank 1] done" in run.stdout
+    assert sorted(r["case"] for r in _rows(two)) == ["case_a.nii.gz", "case_b.nii.gz", "patient_c"]
+    for name in ("case_a.nii.gz", "case_b.nii.gz", "patient_c"):
+        (a, aff_a), (b, aff_b) = _voxels(one / name), _voxels(two / name)
+        assert np.array_equal(a, b) and np.array_equal(aff_a, aff_b), name
