@@ -16,6 +16,8 @@ import numpy as np
 from monai.inferers import Inferer
 from torch import nn
 
+from monai_sr.io.atomic import pause_point
+
 __all__ = ["stream_planes", "WholeVolumeInferer"]
 
 
@@ -24,6 +26,7 @@ def stream_planes(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(k, post(plane))`` for every ``(k, plane)`` of ``planes`` (an inferer's :meth:`stream`)."""
     for k, plane in planes:
+        pause_point("inference")  # the tests' kill -9 moment, a plane inferred (no effect without $MONAI_SR_TEST_PAUSE)
         yield k, (post(plane) if post is not None else plane)
 
 

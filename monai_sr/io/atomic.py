@@ -27,6 +27,8 @@ folder it leaves is removed by the next run writing ``T`` (or anything else in `
 Test hook (for the tests only; no effect without the variable): with
 ``MONAI_SR_TEST_PAUSE=<moment>:<flag file>`` in the environment, the process writes its PID into the
 flag file and sleeps forever when it reaches ``<moment>``: ``reserved`` (the reservation taken),
+``reading`` (a block of input slices read, :meth:`~monai_sr.io.volume_source.VolumeSource.read`),
+``inference`` (a plane inferred, before it goes to the writer, :func:`~monai_sr.inference.streaming.stream_planes`),
 ``writing`` (the first slice written by a NIfTI or DICOM writer) or ``publish`` (the output complete,
 compressed, just before the rename), so that a test can kill it exactly there.
 """

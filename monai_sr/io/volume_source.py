@@ -33,6 +33,7 @@ from monai.data import MetaTensor
 from monai.utils import MetaKeys, SpaceKeys
 
 from monai_sr.errors import InputError, MonaiSRError
+from monai_sr.io.atomic import pause_point
 
 if TYPE_CHECKING:
     from monai_sr.io.dicom.discover import SeriesCandidate
@@ -70,7 +71,9 @@ class VolumeSource:
         """Slices ``start .. stop - 1`` along axis 2, float32 ``(X, Y, stop - start)``."""
         if not 0 <= start < stop <= self.shape[2]:
             raise ValueError(f"slices [{start}, {stop}) outside a volume of {self.shape[2]} slices")
-        return self.reader(start, stop)
+        block = self.reader(start, stop)
+        pause_point("reading")  # the tests' kill -9 moment (no effect without $MONAI_SR_TEST_PAUSE)
+        return block
 
     def sample(self, max_voxels: int = SAMPLE_VOXELS) -> np.ndarray:
         """Evenly spaced whole slices (all of them when the volume is small) as float32 ``(X, Y, n)``: a
