@@ -12,6 +12,7 @@ run ``monai-sr enhance`` in monai_sr's own environment (``$MONAI_SR_PYTHON``, se
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -31,12 +32,12 @@ class MonaiSRApp(MONAILabelApp):
     """MONAI Label app serving :data:`lib.infers.enhance.BUNDLES`, one :class:`EnhanceTask` each.
 
     ``conf`` (``--conf KEY VALUE`` of ``monailabel start_server``): ``infer_timeout`` seconds per
-    ``monai-sr enhance`` run (default 3600).
+    ``monai-sr enhance`` run (default 3600); ``dicomweb_search_filter``, the QIDO-RS filter of the
+    series a DICOMweb datastore lists (JSON, default ``{"Modality": "MR"}``).
 
     For a DICOMweb datastore it reads the DICOM series as they are (MONAI Label's conversion to NIfTI
-    is switched off: the derived series needs the source headers, and monai_sr reads DICOM itself),
-    lists the MR series unless ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER`` says otherwise, and downloads no
-    DICOM SEG tools (these tasks write no segmentation).
+    is switched off: the derived series needs the source headers, and monai_sr reads DICOM itself) and
+    downloads no DICOM SEG tools (these tasks write no segmentation).
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
@@ -46,8 +47,8 @@ class MonaiSRApp(MONAILabelApp):
             raise RuntimeError(str(exc)) from None
         self.timeout = float((conf or {}).get("infer_timeout", 3600))
         settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI = False
-        if "MONAI_LABEL_DICOMWEB_SEARCH_FILTER" not in os.environ:
-            settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = {"Modality": "MR"}
+        # start_server has exported every setting to the environment by now, defaults included (Modality CT)
+        settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = json.loads(conf.get("dicomweb_search_filter", '{"Modality": "MR"}'))
         logger.info("monai_sr runs as: %s", " ".join(self.command))
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="monai_sr",
                          description="MRI super-resolution and denoising (monai_sr bundles)", version="1")
