@@ -33,7 +33,8 @@ new input and is run again — the safe side. Moving the whole cases folder keep
 
 Ranks: under ``torchrun`` (``WORLD_SIZE`` > 1) rank 0 plans (reads the manifest, decides what to run) and
 broadcasts the list; the cases to run are split with MONAI's ``DistributedSampler(even_divisible=False,
-shuffle=False)`` over a gloo process group; each rank uses cores / ranks-on-this-node threads, writes its
+shuffle=False)`` over a gloo process group (NCCL with one GPU per rank where CUDA is available); each rank
+uses cores / ranks-on-this-node threads (``$MONAI_SR_THREADS_PER_RANK`` overrides), writes its
 own cases (atomically, as :func:`~monai_sr.pipeline.enhance` always does) and rows; rank 0 prints one
 summary. Every rank exits 1 when a case failed.
 """
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from monai_sr.io.dicomweb import DicomwebQuery
 
 __all__ = ["MANIFEST", "FIELDS", "CohortReport", "case_digest", "cohort_cases", "read_manifest", "append_row",
-           "enhance_cohort", "rank_device", "run_cohort"]
+           "enhance_cohort", "rank_device", "run_cohort", "threads_per_rank", "THREADS_ENV"]
 
 MANIFEST = "manifest.csv"
 FIELDS = ("case", "input_digest", "output", "status", "seconds", "notes", "error")
@@ -294,7 +295,7 @@ def rank_device() -> torch.device:
 def _distributed() -> tuple[int, int, bool]:
     """(rank, world size, whether this call started the process group). Under torchrun (``WORLD_SIZE``
     > 1) a group not started yet (a bundle's ``initialize`` may have) is started: NCCL with this rank's
-    GPU as the current device when CUDA is available, else gloo with cores / ranks-on-this-node threads."""
+    GPU as the current device when CUDA is available, else gloo; threads: :func:`threads_per_rank`."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, False
@@ -308,10 +309,27 @@ def _distributed() -> tuple[int, int, bool]:
             torch.cuda.set_device(rank_device())  # a bare "cuda" device (the bundles' default) is this GPU
         dist.init_process_group(backend="nccl" if cuda else "gloo")
         started = True
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // local))
+    torch.set_num_threads(threads_per_rank())
     return dist.get_rank(), world, started
+
+
+THREADS_ENV = "MONAI_SR_THREADS_PER_RANK"
+
+
+def threads_per_rank() -> int:
+    """Threads of each rank under torchrun: ``$MONAI_SR_THREADS_PER_RANK`` when set (a positive integer),
+    else the cores this process may use (its CPU affinity: a SLURM or cgroup allocation counts) divided by
+    the ranks on this node (``LOCAL_WORLD_SIZE``), at least 1."""
+    from monai_sr.errors import InputError
+
+    given = os.environ.get(THREADS_ENV, "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise InputError(f"${THREADS_ENV} must be a positive integer, not {given!r}")
+        return int(given)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // local)
 
 
 def _threads() -> int:

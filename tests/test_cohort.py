@@ -301,3 +301,23 @@ def test_bundle_on_two_ranks_matches_one_process(cohort, tmp_path):
     for name in ("case_a.nii.gz", "case_b.nii.gz", "patient_c"):
         (a, aff_a), (b, aff_b) = _voxels(one / name), _voxels(two / name)
         assert np.array_equal(a, b) and np.array_equal(aff_a, aff_b), name
+
+
+def test_threads_per_rank(monkeypatch):
+    import os
+
+    from monai_sr.cohort import THREADS_ENV, threads_per_rank
+    from monai_sr.errors import InputError
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads_per_rank() == max(1, cores // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cores))
+    assert threads_per_rank() == 1  # never zero
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert threads_per_rank() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(InputError, match=THREADS_ENV):
+            threads_per_rank()
