@@ -70,7 +70,7 @@ def iter_members(image: MetaTensor, network: nn.Module, inferer: SliceWiseInfere
     meta = {k: v for k, v in image.meta.items() if k not in ("affine", "original_affine")}
     for dims in FLIPS:
         flipped = torch.flip(image.as_tensor(), dims) if dims else image.as_tensor()
-        out = single(MetaTensor(flipped, affine=image.affine, meta=meta), network)
+        out = single(MetaTensor(flipped, affine=image.affine, meta=dict(meta)), network)  # MetaTensor adds "affine" to it
         yield MetaTensor(torch.flip(out.as_tensor(), dims) if dims else out.as_tensor(), meta=out.meta)
 
 
