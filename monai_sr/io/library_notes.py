@@ -3,10 +3,11 @@
 Both libraries tell about what they tolerate in a file (an invalid VR value, an odd header field) through
 Python warnings and their loggers (pydicom's ``warn_and_log`` does both). Left alone, the log record
 reaches stderr as a raw line between progress bars and the warning is dropped or printed with a source
-line. :func:`library_notes` collects both while it is active and gives one note per distinct message
-(``pydicom: Invalid value for VR UI: '1.2.abc' (3 times)``), which :func:`with_library_notes` adds to a
-function's result (``enhance``: the summary's ``note`` lines). Warnings from anywhere else pass on to the
-filters in force, as before.
+line. :func:`library_notes` collects both while it is active and gives one note per distinct message,
+naming the file it came from where the code reading it said so with :func:`from_file`
+(``pydicom: Invalid value for VR UI: '1.2.abc' (seen 3 times, in 3 files: IM0001.dcm, IM0002.dcm,
+IM0003.dcm)``), which :func:`with_library_notes` adds to a function's result (``enhance``: the summary's
+``note`` lines). Warnings from anywhere else pass on to the filters in force, as before.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["LIBRARIES", "library_notes", "with_library_notes"]
+__all__ = ["LIBRARIES", "from_file", "library_notes", "with_library_notes"]
 
 LIBRARIES = ("pydicom", "nibabel")
 _LOGGERS = ("pydicom", "nibabel", "nibabel.global")
 _MAX_CHARS = 240
-_stack: list[dict[tuple[str, str], int]] = []
+_MAX_FILES = 3  # file names shown in one note
+_stack: list[dict[tuple[str, str], list]] = []  # per block: (library, message) -> [count, file names]
 _lock = threading.RLock()
+_current = threading.local()  # .files: the stack of files being read by this thread (from_file)
 
 
 def _library_dirs() -> tuple[str, ...]:
@@ -46,28 +49,58 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _MAX_CHARS else text[: _MAX_CHARS - 3] + "..."
 
 
-def _add(library: str, message: str) -> None:
+@contextmanager
+def from_file(path: str | os.PathLike) -> Iterator[None]:
+    """What the libraries warn about inside the block comes from the file ``path``: its note names it."""
+    files = _current.__dict__.setdefault("files", [])
+    files.append(os.path.basename(os.fspath(path)))
+    try:
+        yield
+    finally:
+        files.pop()
+
+
+def _current_file() -> str | None:
+    files = getattr(_current, "files", None)
+    return files[-1] if files else None
+
+
+def _add(library: str, message: str, file: str | None) -> None:
     with _lock:
         if _stack:
-            key = (library, _one_line(message))
-            _stack[-1][key] = _stack[-1].get(key, 0) + 1
+            entry = _stack[-1].setdefault((library, _one_line(message)), [0, []])
+            entry[0] += 1
+            if file is not None and file not in entry[1]:
+                entry[1].append(file)
 
 
 class _Handler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.WARNING:
-            _add(record.name.split(".")[0], record.getMessage())
+            _add(record.name.split(".")[0], record.getMessage(), _current_file())
 
 
-def _notes(seen: dict[tuple[str, str], int]) -> list[str]:
-    return [f"{lib}: {msg}" + (f" (seen {n} times)" if n > 1 else "") for (lib, msg), n in seen.items()]
+def _note(library: str, message: str, count: int, files: list[str]) -> str:
+    where = ""
+    if len(files) == 1:
+        where = f"in {files[0]}"
+    elif files:
+        shown = ", ".join(files[:_MAX_FILES]) + (", ..." if len(files) > _MAX_FILES else "")
+        where = f"in {len(files)} files: {shown}"
+    said = ", ".join(part for part in (f"seen {count} times" if count > 1 else "", where) if part)
+    return f"{library}: {message}" + (f" ({said})" if said else "")
+
+
+def _notes(seen: dict[tuple[str, str], list]) -> list[str]:
+    return [_note(lib, msg, count, files) for (lib, msg), (count, files) in seen.items()]
 
 
 @contextmanager
 def library_notes() -> Iterator[list[str]]:
     """Collect pydicom's and nibabel's warnings and warning log records until the block ends; the list it
-    yields is then filled with one note per distinct message. Nested blocks: the innermost collects."""
-    seen: dict[tuple[str, str], int] = {}
+    yields is then filled with one note per distinct message (with the files it came from, where
+    :func:`from_file` named them). Nested blocks: the innermost collects."""
+    seen: dict[tuple[str, str], list] = {}
     out: list[str] = []
     with _lock:
         outer = not _stack
@@ -81,9 +114,15 @@ def library_notes() -> Iterator[list[str]]:
             lg.handlers[:] = [handler]  # nibabel.global's own StreamHandler too
             lg.propagate = False
     dirs = _library_dirs()
+    caught: list[tuple[warnings.WarningMessage, str | None]] = []
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # the file being read, now
+        caught.append((warnings.WarningMessage(message, category, filename, lineno, file, line), _current_file()))
+
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():
             warnings.simplefilter("always")
+            warnings.showwarning = show
             yield out
     finally:
         for lg, handlers, propagate in saved:
@@ -92,14 +131,17 @@ def library_notes() -> Iterator[list[str]]:
         with _lock:
             _stack.pop()
         logged = set(seen)  # pydicom's warn_and_log logs and warns the same message: counted once
-        for w in caught:
+        for w, file in caught:
             path = os.path.realpath(w.filename)
             if path.startswith(dirs) or (w.category.__module__ or "").startswith(LIBRARIES):
                 library = next((lib for lib in LIBRARIES if f"{os.sep}{lib}{os.sep}" in path),
                                (w.category.__module__ or "pydicom").split(".")[0])
                 key = (library, _one_line(w.message))
                 if key not in logged:
-                    seen[key] = seen.get(key, 0) + 1
+                    entry = seen.setdefault(key, [0, []])
+                    entry[0] += 1
+                    if file is not None and file not in entry[1]:
+                        entry[1].append(file)
             else:  # not ours to judge: through the filters in force outside the block
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         out += _notes(seen)

@@ -26,7 +26,8 @@ from monai_sr.errors import GeometryError, InputError, OutputError
 from monai_sr.io.atomic import atomic_output, pause_point
 
 __all__ = [
-    "NIFTI_SUFFIXES", "is_nifti_path", "quiet_nibabel", "check_nifti_shape", "nifti_affine", "check_finite",
+    "NIFTI_SUFFIXES", "is_nifti_path", "quiet_nibabel", "check_nifti_shape", "check_nifti_voxels", "nifti_affine",
+    "check_finite",
     "non_finite_where", "NonFiniteError", "load_nifti", "save_nifti",
     "NiftiSliceWriter",
 ]
@@ -151,6 +152,35 @@ def check_nifti_shape(shape: tuple[int, ...], path: str | os.PathLike) -> tuple[
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"expected a 3D volume, got an image of shape {shape}", path=path)
     return shape  # type: ignore[return-value]
+
+
+#: The most a deflate stream expands (zlib's bound, about 1032:1): what a ``.nii.gz`` of ``n`` bytes can hold.
+DEFLATE_MAX_RATIO = 1032
+
+
+def check_nifti_voxels(img: nib.spatialimages.SpatialImage, path: str | os.PathLike) -> None:
+    """Refuse, before any voxel is read or allocated, a NIfTI whose voxels are not real numbers (complex,
+    RGB) or whose header declares more voxel bytes than the file can hold: an uncompressed file must hold
+    ``vox_offset + prod(dim) * bytes per voxel``, a gzip file of ``n`` bytes decompresses to at most
+    :data:`DEFLATE_MAX_RATIO` ``* n``. :class:`InputError` naming ``path``, the header fields and the sizes."""
+    header = img.header
+    dtype = header.get_data_dtype()
+    code = int(header["datatype"]) if "datatype" in header else None
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise InputError(f"voxel type {dtype.name if dtype.fields is None else 'RGB'} (datatype {code}) is not a "
+                         "real number type: complex and RGB images are not read", path=path)
+    shape = tuple(int(v) for v in img.shape)
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    offset = int(getattr(img.dataobj, "offset", 0))  # the header as read (nibabel's copy may say 0)
+    size = os.stat(path).st_size
+    dims = "x".join(str(v) for v in shape)
+    if str(path).lower().endswith(".gz"):
+        if nbytes > DEFLATE_MAX_RATIO * size:
+            raise InputError(f"header dim declares {dims} {dtype.name} voxels ({nbytes} bytes), more than a gzip file of "
+                             f"{size} bytes can hold (deflate expands at most {DEFLATE_MAX_RATIO}:1)", path=path)
+    elif offset + nbytes > size:
+        raise InputError(f"header dim declares {dims} {dtype.name} voxels ({nbytes} bytes from vox_offset {offset}), "
+                         f"more than the file holds ({size} bytes)", path=path)
 
 
 def save_nifti(image: MetaTensor, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

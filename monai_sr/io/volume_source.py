@@ -202,14 +202,19 @@ def _dicom_source(scan: InputScan, resample: bool) -> VolumeSource:
 def _nifti_source(path: Path) -> VolumeSource:
     import nibabel as nib
 
-    from monai_sr.io.nifti import check_finite, check_nifti_shape, load_nifti, nifti_affine, quiet_nibabel
+    from monai_sr.io.nifti import (check_finite, check_nifti_shape, check_nifti_voxels, load_nifti, nifti_affine,
+                                   quiet_nibabel)
 
     if not path.is_file():
-        raise InputError("no such file", path=path)
+        raise InputError("no such file" if not path.is_dir() else "a folder, not a file: a NIfTI input is one file",
+                         path=path)
+    if path.stat().st_size == 0:
+        raise InputError("empty file: no NIfTI header", path=path)
     try:
         with quiet_nibabel():  # nibabel's notes on headers it mends; nifti_affine judges the header
             img = nib.load(str(path), keep_file_open=True) if str(path).lower().endswith(".gz") else nib.load(str(path))
         shape = check_nifti_shape(img.shape, path)
+        check_nifti_voxels(img, path)  # declared sizes against the file's, before any voxel is allocated
         affine = nifti_affine(img, path)  # the header as stored: zero pixdim, NaN or singular affine refused
     except MonaiSRError:
         raise

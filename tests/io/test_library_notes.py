@@ -12,7 +12,7 @@ from helpers import run_cli, tree_digest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from monai_sr.io.library_notes import library_notes
+from monai_sr.io.library_notes import from_file, library_notes
 
 BAD_UID = b"1.2.826.0.1.3680043.8.498.0123"  # "0123": a component with a leading zero, invalid for VR UI
 
@@ -57,3 +57,23 @@ def test_collector_counts_library_messages_and_passes_others_on():
     assert [str(w.message) for w in outside] == ["ours, not a library's"]
     assert logging.getLogger("pydicom").propagate and not any(
         type(h).__name__ == "_Handler" for h in logging.getLogger("nibabel.global").handlers)
+
+
+def test_notes_name_the_files_they_came_from(tmp_path):
+    """Warnings raised while a file is being read (from_file) name it: one file, several, or more than
+    three (the first three, then '...'); the files are told apart by name, counts kept."""
+    with library_notes() as notes:
+        for name in ("IM0001.dcm", "IM0002.dcm", "IM0003.dcm", "IM0004.dcm"):
+            with from_file(tmp_path / name):
+                pydicom.valuerep.validate_value("UI", "1.2.abc", pydicom.config.WARN)
+        with from_file(tmp_path / "IM0005.dcm"):
+            logging.getLogger("pydicom").warning("Expected explicit VR, but found implicit VR")
+            logging.getLogger("pydicom").warning("Expected explicit VR, but found implicit VR")
+        with from_file(tmp_path / "IM0006.dcm"), from_file(tmp_path / "inner.dcm"):
+            warnings.warn_explicit("odd header", UserWarning, pydicom.__file__, 1)
+    assert notes == [
+        "pydicom: Invalid value for VR UI: '1.2.abc'. (seen 4 times, in 4 files: IM0001.dcm, IM0002.dcm, "
+        "IM0003.dcm, ...)",
+        "pydicom: Expected explicit VR, but found implicit VR (seen 2 times, in IM0005.dcm)",
+        "pydicom: odd header (in inner.dcm)",
+    ]
