@@ -298,7 +298,7 @@ def test_make_sample_data_check():
     try:
         mod.find_source(None)
     except SystemExit as exc:
-        pytest.skip(f"sample data source not available: {exc}")
+        pytest.skip(f"sample data source not available: {exc}; `make data` puts it into $MONAI_SR_DATA")
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "make_sample_data.py"), "--check"],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert res.returncode == 0, res.stdout + res.stderr
