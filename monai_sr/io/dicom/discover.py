@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
@@ -61,6 +63,10 @@ class SeriesCandidate:
 
     def describe(self) -> dict:
         """Listing fields: slices, matrix, spacing (mm), orientation, acquisition type, transfer syntax."""
+        with lenient_reading():  # the headers are read as find_series read them
+            return self._describe()
+
+    def _describe(self) -> dict:
         f0 = self.frames[0]
         ds = f0.dataset
         info = {
@@ -105,13 +111,17 @@ def plane_label(normal: np.ndarray) -> str:
 def _syntax_name(ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    return uid.name if uid is not None else "?"
+    return UID(str(uid)).name if uid else "?"
 
 
 def _walk(folder: Path) -> list[Path]:
     """Every file under ``folder`` (recursive, hidden names skipped), sorted."""
     out = []
-    for root, dirs, files in os.walk(folder):
+
+    def unreadable(exc: OSError) -> None:  # a folder that cannot be listed would silently drop its slices
+        raise InputError(f"cannot read this folder ({exc.strerror or exc})", path=exc.filename or folder)
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out += [Path(root) / f for f in sorted(files) if not f.startswith(".")]
     return out
@@ -152,12 +162,12 @@ def _files_of(path: Path) -> list[Path]:
 def _stack_keys(frames: list[Frame]) -> list[tuple]:
     """A key per frame naming its stack: stack ID, temporal position, echo, non-spatial dimension indices."""
     ds = frames[0].dataset
-    dims = ds.get("DimensionIndexSequence") or []
-    keep = [i for i, d in enumerate(dims) if int(d.get("DimensionIndexPointer", 0) or 0) not in _SPATIAL_POINTERS]
+    keep = [i for i, pointer in enumerate(_dimension_pointers(frames[0])) if pointer not in _SPATIAL_POINTERS]
     keys = []
     for f in frames:
         if f.index is None:  # classic single-frame file
-            keys.append((("echo", f.dataset.get("EchoNumbers")), ("time", f.dataset.get("TemporalPositionIdentifier"))))
+            keys.append((("echo", _key(f.dataset.get("EchoNumbers"))),
+                         ("time", _key(f.dataset.get("TemporalPositionIdentifier")))))
             continue
         div = f.attr("FrameContentSequence", "DimensionIndexValues")
         te = f.attr("MREchoSequence", "EffectiveEchoTime")
@@ -173,8 +183,8 @@ def _stack_keys(frames: list[Frame]) -> list[tuple]:
                              path=f.path) from None
         keys.append(
             (
-                ("stack", f.attr("FrameContentSequence", "StackID")),
-                ("time", f.attr("FrameContentSequence", "TemporalPositionIndex")),
+                ("stack", _key(f.attr("FrameContentSequence", "StackID"))),
+                ("time", _key(f.attr("FrameContentSequence", "TemporalPositionIndex"))),
                 ("TE", te),
                 *((f"dim{i + 1}", div[i] if i < len(div) else None) for i in keep),
             )
@@ -182,12 +192,45 @@ def _stack_keys(frames: list[Frame]) -> list[tuple]:
     return keys
 
 
+def _dimension_pointers(frame: Frame) -> list[int]:
+    """The Dimension Index Pointer of each item of the Dimension Index Sequence (0 where absent);
+    InputError naming the file when the sequence or a pointer cannot be read as a tag."""
+    dims = frame.dataset.get("DimensionIndexSequence")
+    if dims is None or dims == "":
+        return []
+    if not isinstance(dims, Sequence) or isinstance(dims, str) or not all(isinstance(d, Dataset) for d in dims):
+        raise InputError("DimensionIndexSequence (0020,9222) is not a sequence of items", path=frame.path)
+    out = []
+    for i, d in enumerate(dims):
+        pointer = d.get("DimensionIndexPointer", 0) or 0
+        try:
+            if isinstance(pointer, float) or isinstance(pointer, (list, tuple, MultiValue, str, bytes)):
+                raise TypeError
+            out.append(int(pointer))
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"DimensionIndexPointer (0020,9165) of item {i + 1} of the Dimension Index Sequence is "
+                             f"{str(pointer)[:40]!r}: not one tag", path=frame.path) from None
+    return out
+
+
+def _key(value):
+    """A header value as a stack-key part, hashable: several values become a tuple of their texts, a value
+    of another kind (a sequence where a number belongs) its text."""
+    if value is None or isinstance(value, (str, bytes, int, float)):
+        return value
+    if isinstance(value, (list, tuple, MultiValue)):
+        return tuple(str(v) for v in value)
+    return str(value)[:64]
+
+
 def _split_stacks(frames: list[Frame]) -> list[tuple[str, list[Frame]]]:
     """Split frames into stacks by the key parts that vary; [("", frames)] when there is one stack."""
-    keys = _stack_keys(frames)
+    parts = [dict(k) for k in _stack_keys(frames)]  # single- and multi-frame files may share a series UID
+    names = list(dict.fromkeys(name for p in parts for name in p))
+    keys = [tuple(p.get(name) for name in names) for p in parts]
     if len(set(keys)) <= 1:
         return [("", frames)]
-    varying = [i for i in range(len(keys[0])) if len({k[i] for k in keys}) > 1]
+    varying = [i for i in range(len(names)) if len({k[i] for k in keys}) > 1]
     groups: dict[tuple, list[Frame]] = {}
     for key, frame in zip(keys, frames):
         groups.setdefault(tuple(key[i] for i in varying), []).append(frame)
@@ -195,9 +238,8 @@ def _split_stacks(frames: list[Frame]) -> list[tuple[str, list[Frame]]]:
     def fmt(v):
         return f"{v:g}" if isinstance(v, float) else str(v)
 
-    names = [keys[0][i][0] for i in varying]
     return [
-        (",".join(f"{name}={fmt(v[1])}" for name, v in zip(names, key)), group)
+        (",".join(f"{names[i]}={fmt(v)}" for i, v in zip(varying, key)), group)
         for key, group in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))
     ]
 
@@ -226,6 +268,11 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
                 continue
             if "PixelData" not in ds:
                 no_pixels += 1
+                sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+                if sop_class is not None and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
+                    raise InputError(  # a truncated or damaged slice (even the last one): never dropped silently
+                        f"no pixel data, though the file belongs to an image series ({sop_class.name}; a damaged, "
+                        "truncated or incomplete slice; remove or replace it)", path=file)
                 if str(ds.get("SOPClassUID", "")) != _DICOMDIR_SOP:
                     notes.append(f"skipped {file.name}: no pixel data ({ds.get('SOPClassUID', 'unknown SOP class')})")
                     if ds.get("SeriesInstanceUID"):

@@ -79,19 +79,25 @@ class HeaderJSON:
         out = dict(top)
         for sequence, keywords in _FLATTENED:
             for kw in keywords:
-                for group in (frame.per_frame, frame.shared):
-                    if group is not None and sequence in group and len(group[sequence].value):
-                        item = group[sequence].value[0]
-                        if kw in item:
-                            elem = item[kw]
+                for item in frame.group_items(sequence):
+                    if kw in item:
+                        elem = item[kw]
+                        try:
                             out[f"{elem.tag:08X}"] = self.element(elem)
-                            break
-        te = frame.attr("MREchoSequence", "EffectiveEchoTime")
-        if te is not None:
-            out["00180081"] = {"vr": "DS", "Value": [round(float(te), 6)]}
-        tr = frame.attr("MRTimingAndRelatedParametersSequence", "RepetitionTime")
-        if tr is not None:
-            out["00180080"] = {"vr": "DS", "Value": [round(float(tr), 6)]}
+                        except Exception as exc:  # as in dataset(): unreadable, not kept
+                            logger.info("header element %s of %s not kept in meta: %s", elem.tag, frame.label, exc)
+                        break
+        for tag, sequence, keyword in (("00180081", "MREchoSequence", "EffectiveEchoTime"),
+                                       ("00180080", "MRTimingAndRelatedParametersSequence", "RepetitionTime")):
+            value = frame.attr(sequence, keyword)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = float("nan")
+            if np.isfinite(number):
+                out[tag] = {"vr": "DS", "Value": [round(number, 6)]}
+            elif value is not None:
+                logger.info("%s of %s not kept in meta: %r", keyword, frame.label, value)
         out["00280008"] = {"vr": "IS", "Value": [1]}
         # The classic MR image's Scanning Sequence / Sequence Variant, from the Enhanced MR attributes.
         pulse = str(frame.dataset.get("EchoPulseSequence", "") or "")

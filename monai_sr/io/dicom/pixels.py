@@ -13,7 +13,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.pixels import apply_rescale
 
 from monai_sr.errors import InputError
-from monai_sr.io.dicom.frames import NATIVE_SYNTAXES, Frame
+from monai_sr.io.dicom.frames import NATIVE_SYNTAXES, Frame, check_pixel_module
 from monai_sr.io.dicom.stack import DicomSeries
 
 __all__ = ["frame_values", "stack_pixels"]
@@ -25,12 +25,13 @@ def _native_frame(frame: Frame) -> np.ndarray | None:
     """Stored values of an uncompressed little-endian frame straight from the file bytes; None if not native."""
     ds = frame.dataset
     ts = ds.file_meta.TransferSyntaxUID
-    bits = int(ds.BitsAllocated)
+    pixel = frame.pixel or check_pixel_module(frame.path, ds)
+    bits = pixel["BitsAllocated"]
     if ts not in NATIVE_SYNTAXES or bits not in (8, 16, 32):
         return None
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    signed = pixel["PixelRepresentation"] == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    rows, cols = pixel["Rows"], pixel["Columns"]
     nbytes = rows * cols * dtype.itemsize
     offset = (frame.index or 0) * nbytes
     raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
@@ -43,11 +44,17 @@ def _native_frame(frame: Frame) -> np.ndarray | None:
     if len(buf) < nbytes:
         raise InputError(f"damaged DICOM file: pixel data of {frame.label} is truncated ({len(buf)} of {nbytes} bytes)", path=frame.path)
     arr = np.frombuffer(buf, dtype=dtype).reshape(rows, cols)
-    stored = int(ds.get("BitsStored", bits))
+    stored = pixel["BitsStored"]
     if stored < bits:  # high bits are not part of the value: sign-extend or mask, as pydicom does
         shift = bits - stored
         arr = (arr << shift) >> shift if signed else arr & dtype.type((1 << stored) - 1)
     return arr
+
+
+def _decoder_failure(exc: BaseException) -> bool:
+    """True for what a decoder raises on damaged data: an Exception, or the ``PanicException`` of a Rust
+    decoder (pylibjpeg-rle, via pyo3), which derives from BaseException; never an interrupt or exit."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
 
 
 def _decoded_frame(frame: Frame, cache: dict) -> np.ndarray:
@@ -57,7 +64,9 @@ def _decoded_frame(frame: Frame, cache: dict) -> np.ndarray:
     if arr is None:
         try:
             arr = ds.pixel_array
-        except Exception as exc:
+        except BaseException as exc:
+            if not _decoder_failure(exc):
+                raise
             ts = ds.file_meta.TransferSyntaxUID
             raise InputError(
                 f"pixel data in transfer syntax '{ts.name}' cannot be decoded ({type(exc).__name__}: {exc})", path=frame.path

@@ -222,17 +222,38 @@ def _regular_grid(folder: Path, positions: np.ndarray, reason: GeometryError) ->
     return grid, float(grid[1] - grid[0])
 
 
+_SPACING_TAGS = {"SpacingBetweenSlices": "(0018,0088)", "SliceThickness": "(0018,0050)"}
+
+
+def _spacing_tag(frame: Frame, keyword: str) -> float | str | None:
+    """``keyword`` (SpacingBetweenSlices / SliceThickness) of ``frame`` in mm: None when absent, the raw
+    text when it is not one finite positive number."""
+    value = frame.attr("PixelMeasuresSequence", keyword)
+    if value is None:
+        return None
+    try:
+        mm = float(value)
+    except (TypeError, ValueError):
+        return str(value)[:40]
+    return mm if np.isfinite(mm) and mm > 0 else str(value)[:40]
+
+
 def _check_spacing_tags(frame: Frame, step: float, notes: list[str]) -> None:
-    """Compare SpacingBetweenSlices with the measured step; the positions win, a mismatch is noted."""
-    sbs = frame.attr("PixelMeasuresSequence", "SpacingBetweenSlices")
-    if sbs is not None and abs(float(sbs) - step) > max(0.1, 0.05 * step):
+    """Compare SpacingBetweenSlices with the measured step; the positions win, a mismatch is noted (an
+    unreadable value too: it is not used)."""
+    sbs = _spacing_tag(frame, "SpacingBetweenSlices")
+    if isinstance(sbs, str):
+        notes.append(f"SpacingBetweenSlices (0018,0088) {sbs!r} is not a positive number; the slice positions are used")
+    elif sbs is not None and abs(sbs - step) > max(0.1, 0.05 * step):
         notes.append(
-            f"SpacingBetweenSlices {float(sbs):g} mm contradicts the slice positions (step {step:.4g} mm); "
+            f"SpacingBetweenSlices {sbs:g} mm contradicts the slice positions (step {step:.4g} mm); "
             f"the positions are used"
         )
-    thk = frame.attr("PixelMeasuresSequence", "SliceThickness")
-    if thk is not None and float(thk) > step * 1.05 + 0.1:
-        notes.append(f"SliceThickness {float(thk):g} mm exceeds the slice step {step:.4g} mm (overlapping slices)")
+    thk = _spacing_tag(frame, "SliceThickness")
+    if isinstance(thk, str):
+        notes.append(f"SliceThickness (0018,0050) {thk!r} is not a positive number")
+    elif thk is not None and thk > step * 1.05 + 0.1:
+        notes.append(f"SliceThickness {thk:g} mm exceeds the slice step {step:.4g} mm (overlapping slices)")
 
 
 def series_affine(series: DicomSeries) -> np.ndarray:
@@ -245,9 +266,20 @@ def series_affine(series: DicomSeries) -> np.ndarray:
         last = np.asarray([float(v) for v in series.frames[-1].ipp()])
         step = (last - first) / (len(series.frames) - 1)
     else:
-        thk = f0.attr("PixelMeasuresSequence", "SpacingBetweenSlices") or f0.attr("PixelMeasuresSequence", "SliceThickness") or 1.0
-        step = float(thk)
-        series.notes.append(f"single slice: slice spacing taken from the header ({step:g} mm)")
+        step = None
+        for keyword, tag in _SPACING_TAGS.items():  # the first one present is the slice spacing
+            value = _spacing_tag(f0, keyword)
+            if isinstance(value, str):
+                raise GeometryError(f"{keyword} {tag} is {value!r} in {f0.label}, the only slice: its slice spacing "
+                                    "must be one positive number", path=f0.path)
+            if value is not None:
+                step = value
+                break
+        if step is None:
+            step = 1.0
+            series.notes.append("single slice without SpacingBetweenSlices or SliceThickness: slice spacing taken as 1 mm")
+        else:
+            series.notes.append(f"single slice: slice spacing taken from the header ({step:g} mm)")
     return geometry.affine_from_dicom(iop, ipp0, ps, step)
 
 
