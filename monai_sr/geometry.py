@@ -35,6 +35,7 @@ __all__ = [
     "index_of_output_in_input",
     "check_slice_positions",
     "index_map",
+    "offsets_from_grid",
     "slice_positions",
 ]
 
@@ -232,6 +233,17 @@ def check_slice_positions(
             path=path,
         )
     return step
+
+
+def offsets_from_grid(affine: np.ndarray, positions_lps: np.ndarray) -> np.ndarray:
+    """Signed distance (mm) of each LPS position ``positions_lps[k]`` (e.g. a DICOM slice's
+    ImagePositionPatient) from the position of voxel ``(0, 0, k)`` of the RAS ``affine``, along the unit
+    direction of index axis 2: how far measured slices lie off the regular grid an affine describes."""
+    lps = ras_to_lps(check_affine(affine, orthogonal=False))
+    p = np.asarray(positions_lps, dtype=np.float64).reshape(-1, 3)
+    axis = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
+    grid = lps[:3, 3] + np.outer(np.arange(len(p), dtype=np.float64), lps[:3, 2])
+    return (p - grid) @ axis
 
 
 def index_map(from_affine: np.ndarray, to_affine: np.ndarray) -> np.ndarray:

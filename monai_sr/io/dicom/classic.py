@@ -139,8 +139,6 @@ class ClassicSlices:
         purpose.PurposeOfReferenceCodeSequence = DicomSequence([code_item(*SOURCE_PURPOSE)])
         self.purpose = _encoded(purpose, charset)
         self.normal = geometry.slice_normal(iop)
-        lps = geometry.ras_to_lps(plan.affine)
-        self.origin, self.step = lps[:3, 3].copy(), lps[:3, 2].copy()
         self.planes = PlaneStore(plan.shape[0], plan.shape[1])
         self.pixel_header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, self.planes.stored.nbytes)
         self.window_at = np.zeros(plan.shape[2], dtype=np.int64) if placeholder_window else None
@@ -169,7 +167,7 @@ class ClassicSlices:
         slope = plan.slope if plan.slope is not None else slope_for_peak(peak)
         stored = self.planes.store(slope, k)
         sop_uid = generate_uid().encode("ascii")
-        ipp = self.origin + k * self.step
+        ipp = plan.positions[k]
         sop = _element(0x00020003, b"UI", sop_uid)
         meta_value = self.meta_runs[0] + sop + self.meta_runs[1]
         runs = iter(self.runs)

@@ -1,6 +1,8 @@
 """The plan of a derived MR series, shared by both encodings (:mod:`.classic`, :mod:`.enhanced`).
 
 Worked out once from the output geometry and the source headers, no pixels (:func:`plan_derived_series`):
+the position of each output slice (:func:`output_positions`: a source slice's own measured position when
+the slices correspond one to one, else the regular grid of the output affine);
 same patient, study and frame of reference as the source (copied from the headers the reader keeps in
 meta); a new Series Instance UID; ImageType ``DERIVED\\SECONDARY\\<value 3 of the source>``; a Derivation
 Description; the software named in the equipment module, the scanner kept in the Contributing Equipment
@@ -27,7 +29,7 @@ from monai_sr import __version__, geometry
 from monai_sr.errors import InputError, OutputError
 
 __all__ = [
-    "DerivedPlan", "plan_derived_series", "choose_rescale", "slope_for_peak", "estimate_window", "PlaneStore",
+    "DerivedPlan", "plan_derived_series", "output_positions", "source_positions", "choose_rescale", "slope_for_peak", "estimate_window", "PlaneStore",
     "SOFTWARE_NAME", "WINDOW_EXPLANATION",
 ]
 
@@ -106,6 +108,44 @@ def estimate_window(volume: np.ndarray) -> tuple[float, float]:
     return float((hi + lo) / 2.0), width
 
 
+def source_positions(headers: Sequence[Dataset | dict]) -> np.ndarray | None:
+    """The ImagePositionPatient (LPS, mm) of each source header (a Dataset or a DICOM JSON dict, as in
+    meta), ``(n, 3)``; None when one lacks it or holds anything but three finite numbers."""
+    def ipp(h):
+        return h["00200032"]["Value"] if isinstance(h, dict) else h.ImagePositionPatient
+
+    try:
+        out = np.asarray([[float(v) for v in ipp(h)] for h in headers], dtype=np.float64)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return out if out.shape == (len(headers), 3) and np.all(np.isfinite(out)) else None
+
+
+def output_positions(affine: np.ndarray, n_slices: int, headers: Sequence[Dataset]) -> np.ndarray:
+    """ImagePositionPatient (LPS, mm) of each output slice, ``(n_slices, 3)``.
+
+    With as many slices as the source (in-plane SR, denoising), output slice ``k`` sits where source slice
+    ``k`` was measured, moved in-plane as the field-of-view rule moves slice 0 (``affine``'s position of
+    slice 0 minus the source's): a series whose slice steps differ a little (positions rounded, or a
+    scanner's uneven table steps, which the reader accepts up to 0.15 mm) keeps them, instead of taking
+    the regular grid of ``affine``. Otherwise (through-plane SR), or when the source positions are
+    missing or do not lie within half a slice step of ``affine``'s slices, the regular grid of ``affine``.
+    """
+    lps = geometry.ras_to_lps(affine)
+    grid = lps[:3, 3] + np.outer(np.arange(n_slices, dtype=np.float64), lps[:3, 2])
+    src = source_positions(headers) if len(headers) == n_slices else None
+    if src is None:
+        return grid
+    step = float(np.linalg.norm(lps[:3, 2]))
+    shift = grid[0] - src[0]
+    if abs(float(shift @ lps[:3, 2])) / step > 1e-3 * step:  # slice 0 moved along the normal: not in-plane
+        return grid
+    kept = src + shift
+    if np.abs(geometry.offsets_from_grid(affine, kept)).max() > 0.5 * step:  # not this affine's slices
+        return grid
+    return kept
+
+
 def source_slices(k: int, n_out: int, n_in: int) -> list[int]:
     """Input slice indices output slice ``k`` was made from (the one or two nearest by the FOV rule)."""
     if n_in == n_out:
@@ -121,6 +161,7 @@ class DerivedPlan:
 
     shape: tuple[int, int, int]  # (column, row, slice) of the result
     affine: np.ndarray  # 4x4 RAS
+    positions: np.ndarray  # (slices, 3) LPS ImagePositionPatient of each output slice (output_positions)
     source_headers: list[Dataset]
     source_frames: list[int | None] | None  # 1-based frame of each source header in a multi-frame source
     slope: float | None  # one Rescale Slope for every slice; None: each slice its own
@@ -202,7 +243,8 @@ def plan_derived_series(
     base.BurnedInAnnotation = "NO"
     base.LossyImageCompression = src0.get("LossyImageCompression", "00")
     return DerivedPlan(
-        shape=shape, affine=affine, source_headers=headers, source_frames=frames,
+        shape=shape, affine=affine, positions=output_positions(affine, shape[2], headers),
+        source_headers=headers, source_frames=frames,
         slope=slope, intercept=0.0, window=window,
         spacing=geometry.spacing_from_affine(affine),
         thickness=None if thickness in (None, "") else float(thickness), common=base,

@@ -148,7 +148,7 @@ def _resampled(plan: DerivedPlan) -> bool:
 
 
 def _frame_group(plan: DerivedPlan, k: int, derivation_code: Dataset) -> Dataset:
-    ipp, _, _ = geometry.dicom_slice_geometry(plan.affine, k)
+    ipp = plan.positions[k]
     frame = Dataset()
     frame.FrameContentSequence = DicomSequence([_item(
         StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[1, k + 1])])

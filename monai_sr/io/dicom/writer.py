@@ -10,7 +10,10 @@ Two formats (:class:`DicomFormat`): Classic MR Image Storage, one file per slice
 * a new Series Instance UID and new SOP Instance UIDs; ImageType ``DERIVED\\SECONDARY\\<value 3 of the
   source>``; a Derivation Description and a Source Image Sequence naming the slices each one came from
   (with Referenced Frame Number when the source was a multi-frame object);
-* geometry recomputed from the output affine (:func:`monai_sr.geometry.dicom_slice_geometry`);
+* geometry recomputed from the output affine (:func:`monai_sr.geometry.dicom_slice_geometry`), except each
+  slice's position: with as many slices as the source, a source slice's own measured position moved
+  in-plane by the field-of-view rule, so an unevenly stepped series stays as measured; else the affine's
+  regular grid (:func:`monai_sr.io.dicom.derived.output_positions`);
 * signed 16-bit pixels with Rescale Slope / Intercept, so the float result keeps its units;
 * window recomputed from the output; command-set (group 0000) and private elements never copied;
 * the software named in the equipment module; the scanner kept in the Contributing Equipment Sequence.
