@@ -10,7 +10,8 @@ slices (:meth:`ScaleAwareInferer.stream`):
 * :class:`OrthogonalPlanesInferer`: through-plane SR from a 2D network on the two orthogonal planes.
 
 Beside the family, :class:`PlaneMeanInferer` (a plain MONAI ``Inferer``, not streaming) averages a 2D
-denoiser run slice-wise along several axes.
+denoiser run slice-wise along several axes, and :class:`SureBlendInferer` blends a denoiser's result with
+non-local means and the input as Stein's unbiased risk estimate says (:mod:`~monai_sr.inference.sure`).
 
 Beside them: :mod:`~monai_sr.inference.consistency` (the acquired k-space band put back, the
 ``data_consistency`` option of :class:`SliceWiseInferer`), :mod:`~monai_sr.inference.baselines`
@@ -24,6 +25,7 @@ from monai_sr.inference.batching import batch_for_budget, measure_peak_bytes, pa
 from monai_sr.inference.orthogonal import OrthogonalPlanesInferer
 from monai_sr.inference.planes import PlaneMeanInferer
 from monai_sr.inference.sliding import SlidingWindowSRInferer
+from monai_sr.inference.sure import SureBlendInferer
 from monai_sr.inference.slicewise import SliceWiseInferer
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "SlidingWindowSRInferer",
     "OrthogonalPlanesInferer",
     "PlaneMeanInferer",
+    "SureBlendInferer",
     "SelfEnsemble",
     "ZeroFilledInterpolation",
     "BicubicInterpolation",

@@ -214,7 +214,18 @@ def haar_finest_diagonal(img: np.ndarray | torch.Tensor) -> np.ndarray:
     return out / 2.0 ** (a.ndim / 2.0)
 
 
-def sigma_from_wavelet(img: np.ndarray | torch.Tensor, *, foreground: bool = True, iterations: int = 2) -> float:
+def _block_means(a: np.ndarray) -> np.ndarray:
+    """Means of the 2x2(x2) blocks of ``a`` (odd trailing rows dropped): the grid of its Haar bands."""
+    even = tuple(slice(0, n - n % 2) for n in a.shape)
+    blocks = a[even].astype(np.float64)
+    for ax in range(a.ndim):
+        blocks = blocks.reshape(blocks.shape[:ax] + (blocks.shape[ax] // 2, 2) + blocks.shape[ax + 1 :]).mean(axis=ax + 1)
+    return blocks
+
+
+def sigma_from_wavelet(
+    img: np.ndarray | torch.Tensor, *, foreground: bool = True, iterations: int = 2, slice_axis: int | None = None
+) -> float:
     """``sigma`` of the noise of a 2D or 3D image: ``median(|HH|) / 0.6745`` of the finest Haar diagonal.
 
     Args:
@@ -222,17 +233,21 @@ def sigma_from_wavelet(img: np.ndarray | torch.Tensor, *, foreground: bool = Tru
         foreground: take the median over blocks whose mean exceeds ``3 sigma`` only (the head, where Rician
             noise is near Gaussian), refining ``sigma`` ``iterations`` times from the all-block estimate;
             False: all blocks (the classic estimator, for Gaussian noise).
+        slice_axis: a 3D image only: take the 2D ``HH`` band of each slice along this axis instead of the
+            3D ``HHH`` band (thick slices, a single slice ``(X, Y, 1)``: anatomy changes too much from one
+            slice to the next for a 3D block to cancel it).
     """
     a = _as_spatial(img)
-    hh = np.abs(haar_finest_diagonal(a)).ravel()
+    if slice_axis is not None and a.ndim == 3:
+        planes = [np.take(a, k, axis=int(slice_axis)) for k in range(a.shape[int(slice_axis)])]
+        hh = np.concatenate([np.abs(haar_finest_diagonal(p)).ravel() for p in planes])
+        blocks = np.concatenate([_block_means(p).ravel() for p in planes])
+    else:
+        hh = np.abs(haar_finest_diagonal(a)).ravel()
+        blocks = _block_means(a).ravel()
     sigma = float(np.median(hh)) / _MAD_TO_SIGMA
     if not foreground:
         return sigma
-    even = tuple(slice(0, n - n % 2) for n in a.shape)
-    blocks = a[even].astype(np.float64)
-    for ax in range(a.ndim):  # block means, same grid as hh
-        blocks = blocks.reshape(blocks.shape[:ax] + (blocks.shape[ax] // 2, 2) + blocks.shape[ax + 1 :]).mean(axis=ax + 1)
-    blocks = blocks.ravel()
     for _ in range(max(int(iterations), 0)):
         fg = hh[blocks > 3.0 * sigma]
         if fg.size < 100:  # hardly any signal: keep the all-block estimate

@@ -1,0 +1,233 @@
+"""A denoiser guarded by Stein's unbiased risk estimate: network, nlmeans and the input blended per volume.
+
+A network denoiser trained on a few templates is beaten, on scans unlike them, by a classical method given
+the right noise level (the mri_denoise_dncnn bundle measured it on a 0.195 mm shoulder slice). Which of the
+two wins on a given scan, and in which mixture, can be estimated from that scan alone. For Gaussian noise of
+standard deviation ``sigma``, Stein's unbiased risk estimate (Stein, Ann. Stat. 1981) of the squared error
+of any (weakly differentiable) estimate ``h(y)`` of the clean image from the noisy ``y`` (``N`` voxels) is
+
+    SURE(h) = ||y - h(y)||^2 - N sigma^2 + 2 sigma^2 div h(y),
+
+and the divergence of a black box is estimated by Monte Carlo (Ramani, Blu & Unser, IEEE TIP 2008):
+``div h(y) ~ b . (h(y + eps b) - h(y)) / eps`` with ``b ~ N(0, I)``. SURE is quadratic in the weights of
+an affine mixture ``h = y + a (f - y) + c (g - y)`` of the network ``f``, nlmeans ``g`` (DIPY's, Rician,
+given the same ``sigma``) and the input ``y``, so the SURE-optimal mixture is a 2 x 2 least-squares
+problem; it is kept convex (``a, c >= 0``, ``a + c <= 1``).
+
+Choices, and why:
+
+* ``sigma`` is the smaller of the background (Rayleigh) and the in-plane wavelet estimates of
+  :mod:`monai_sr.transforms.noise`: both are pushed up by what is not noise (ghosting in the air, fine
+  texture in the head), rarely down, and an overestimate biases SURE toward the smoother candidate.
+* Magnitude noise is Rician; above ~3 ``sigma`` of signal it is close to Gaussian with ``sigma``, so the
+  sums run over the voxels whose lightly smoothed input exceeds ``3 sigma`` (the air is not scored).
+* The divergence is a per-voxel density: it is measured on a central crop (half of each long axis, at
+  least 64 voxels) with two passes of each candidate, on the crop and on the perturbed crop, and scaled to
+  the whole mask. Both passes must run on the crop: neither candidate is local (the CBAM attention of the
+  DnCNN pools over the whole slice, DIPY's nlmeans differs inside a crop by up to 10% of the signal), so
+  the whole-volume result cannot stand in for the unperturbed crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from scipy import ndimage
+from torch import nn
+
+from monai_sr import geometry
+from monai_sr.errors import InputError
+from monai_sr.meta import NOTES_KEY
+from monai_sr.transforms.noise import sigma_from_background, sigma_from_wavelet
+
+__all__ = ["SureBlendInferer", "SureDecision", "sure_sigma", "sure_mask", "sure_weights", "nlmeans_denoise"]
+
+#: Fewest scored voxels (signal above 3 sigma) for a SURE decision; below it the network runs alone.
+MIN_SURE_VOXELS = 1000
+
+
+@dataclass
+class SureDecision:
+    """What :class:`SureBlendInferer` chose for one volume.
+
+    ``weights``: (network, nlmeans, input), summing to 1. ``risk``: SURE per scored voxel of each candidate
+    and of the blend, as a fraction of the bright signal squared (the unit of the normalised volume).
+    """
+
+    sigma: float
+    sigma_method: str
+    weights: tuple[float, float, float]
+    risk: dict[str, float] = field(default_factory=dict)
+    voxels: int = 0
+    skipped: str = ""
+
+    def note(self) -> str:
+        """One line for the notes of ``monai-sr enhance``."""
+        if self.skipped:
+            return f"SURE blend skipped ({self.skipped}): the network's result alone"
+        w = self.weights
+        rms = ", ".join(f"{k} {100 * np.sqrt(max(v, 0.0)):.2f}%" for k, v in self.risk.items())
+        return (f"SURE blend (noise sigma {100 * self.sigma:.2f}% of the bright signal, {self.sigma_method}): "
+                f"{w[0]:.2f} network + {w[1]:.2f} nlmeans + {w[2]:.2f} input; estimated RMS error (SURE, of the "
+                f"bright signal, {self.voxels} voxels): {rms}")
+
+
+def sure_sigma(vol: np.ndarray, slice_axis: int) -> tuple[float, str]:
+    """Noise ``sigma`` of a magnitude volume ``(X, Y, Z)`` (its units) for SURE, and how it was found:
+    the smaller of the background (Rayleigh) estimate, where there is air to measure, and the wavelet
+    estimate taken in the planes across ``slice_axis``."""
+    estimates = {"in-plane wavelet": sigma_from_wavelet(vol, slice_axis=slice_axis)}
+    try:
+        estimates["background"] = sigma_from_background(vol)
+    except InputError:
+        pass  # no air to measure (cropped, masked or zero-filled background)
+    method = min(estimates, key=estimates.get)
+    return float(estimates[method]), method + (" (smaller of two estimates)" if len(estimates) > 1 else "")
+
+
+def sure_mask(vol: np.ndarray, sigma: float) -> np.ndarray:
+    """Voxels of ``vol`` where Rician noise is close to Gaussian: the lightly smoothed (Gaussian, 1 voxel
+    in-plane) magnitude above ``3 sigma``. Boolean, ``vol``'s shape."""
+    smooth = ndimage.gaussian_filter(np.asarray(vol, np.float32), (1.0, 1.0, 0.0))
+    return smooth > 3.0 * sigma
+
+
+def nlmeans_denoise(vol: np.ndarray, sigma: float, *, threads: int | None = None) -> np.ndarray:
+    """DIPY's non-local means of a magnitude volume ``(X, Y, Z)`` given ``sigma``, Rician bias corrected
+    (its defaults: patch radius 1, block radius 5). float32, ``vol``'s shape."""
+    from dipy.denoise.nlmeans import nlmeans  # a second of imports: only where it runs
+
+    out = nlmeans(np.asarray(vol, np.float64), sigma=float(sigma), rician=True, num_threads=threads or torch.get_num_threads())
+    return np.asarray(out, np.float32)
+
+
+def _risk(a: float, c: float, g: dict[str, float], n: int, s2: float) -> float:
+    """SURE of ``y + a u + c v`` per voxel from the Gram terms ``g`` (uu, uv, vv, du, dv)."""
+    sq = a * a * g["uu"] + 2 * a * c * g["uv"] + c * c * g["vv"]
+    return (sq - n * s2 + 2 * s2 * (n + a * (g["du"] - n) + c * (g["dv"] - n))) / n
+
+
+def sure_weights(gram: dict[str, float], n: int, sigma: float) -> tuple[float, float]:
+    """The convex weights ``(a, c)`` (``a, c >= 0``, ``a + c <= 1``) of ``h = y + a u + c v`` minimising SURE.
+
+    ``gram``: over the ``n`` scored voxels, ``uu = |f - y|^2``, ``uv = (f - y).(g - y)``, ``vv = |g - y|^2``
+    and the divergences ``du = div f``, ``dv = div g`` (sums). The unconstrained minimum solves a 2 x 2
+    system; when it leaves the triangle the minimum lies on an edge, each a 1D quadratic.
+    """
+    s2 = float(sigma) ** 2
+    uu, uv, vv = gram["uu"], gram["uv"], gram["vv"]
+    pu, pv = -s2 * (gram["du"] - n), -s2 * (gram["dv"] - n)  # minus half the linear terms
+    candidates = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)]
+    det = uu * vv - uv * uv
+    if det > 1e-12 * max(uu * vv, 1e-30):
+        candidates.append(((pu * vv - pv * uv) / det, (pv * uu - pu * uv) / det))
+    if uu > 0:
+        candidates.append((pu / uu, 0.0))  # c = 0
+    if vv > 0:
+        candidates.append((0.0, pv / vv))  # a = 0
+    ww = uu - 2 * uv + vv  # a + c = 1: h = g + a (f - g)
+    if ww > 0:
+        a = (pu - pv - (uv - vv)) / ww
+        candidates.append((a, 1.0 - a))
+    feasible = [(a, c) for a, c in candidates if a >= -1e-9 and c >= -1e-9 and a + c <= 1 + 1e-9]
+    a, c = min(feasible, key=lambda ac: _risk(ac[0], ac[1], gram, n, s2))
+    return float(np.clip(a, 0, 1)), float(np.clip(c, 0, 1 - np.clip(a, 0, 1)))
+
+
+def _central_crop(shape: tuple[int, ...], fraction: float, least: int = 64) -> tuple[slice, ...]:
+    """A central crop of ``shape``: each axis cut to ``fraction`` of its length, never below ``least``."""
+    crop = []
+    for n in shape:
+        keep = min(n, max(int(np.ceil(n * fraction)), least))
+        start = (n - keep) // 2
+        crop.append(slice(start, start + keep))
+    return tuple(crop)
+
+
+class SureBlendInferer(Inferer):
+    """Wrap a denoising inferer (same grid in and out) so that each volume's result is the SURE-optimal
+    convex mixture of the network's result, DIPY nlmeans and the input (see the module docstring).
+
+    Takes what ``inferer`` takes (a channel-first ``(1, X, Y, Z)`` MetaTensor, intensities divided by the
+    robust maximum as :func:`monai_sr.pipeline.enhance` hands them) and returns the same shape and
+    geometry. Costs the inner inferer twice more on a crop of ``crop_fraction`` of each axis (at least 64
+    voxels), and nlmeans three times (once on the whole volume). The decision goes to :attr:`last_decision` and, when the input carries a notes list,
+    to its notes.
+
+    Args:
+        inferer: the denoiser's inferer (e.g. :class:`~monai_sr.inference.PlaneMeanInferer`).
+        crop_fraction: share of each long axis the divergence crop keeps.
+        eps: the Monte Carlo step, as a fraction of ``sigma``.
+        seed: the probe ``b``'s random seed (a fixed seed: the same input gives the same result).
+    """
+
+    def __init__(self, inferer: Inferer, *, crop_fraction: float = 0.5, eps: float = 0.01, seed: int = 0) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.crop_fraction, self.eps, self.seed = float(crop_fraction), float(eps), int(seed)
+        self.last_decision: SureDecision | None = None
+
+    def volume_scale(self, network: nn.Module) -> tuple[int, int, int]:
+        """The inner inferer's scale; the blend needs one grid, so scale 1."""
+        return self.inferer.volume_scale(network)  # type: ignore[attr-defined]
+
+    def __call__(  # type: ignore[override]
+        self, inputs: MetaTensor, network: nn.Module, progress: Callable[[int, int], None] | None = None, **kwargs: Any
+    ) -> MetaTensor:
+        f_img = self.inferer(inputs, network, progress=progress)
+        y = inputs[0].detach().cpu().numpy().astype(np.float32)
+        f = f_img[0].detach().cpu().numpy().astype(np.float32)
+        spacing = geometry.spacing_from_affine(np.asarray(inputs.affine, dtype=np.float64))
+        slice_axis = int(np.argmax(spacing)) if spacing.max() > 1.25 * spacing.min() else 2
+        sigma, how = sure_sigma(y, slice_axis)
+        mask = sure_mask(y, sigma) if sigma > 0 else np.zeros(y.shape, bool)
+        n = int(mask.sum())
+        if sigma <= 0 or n < MIN_SURE_VOXELS:
+            why = "no noise measured" if sigma <= 0 else f"only {n} voxels of signal above 3 sigma"
+            return self._done(inputs, f_img, SureDecision(sigma, how, (1.0, 0.0, 0.0), skipped=why))
+        g = nlmeans_denoise(y, sigma)
+
+        crop = _central_crop(y.shape, self.crop_fraction)
+        probe = np.random.default_rng(self.seed).standard_normal(y[crop].shape).astype(np.float32)
+        step = self.eps * sigma
+        crop_affine = torch.as_tensor(geometry.cropped_affine(np.asarray(inputs.affine, np.float64), tuple(c.start for c in crop)))
+        m = mask[crop]
+        if not m.any():
+            return self._done(inputs, f_img, SureDecision(sigma, how, (1.0, 0.0, 0.0), skipped="no signal in the divergence crop"))
+        pb = probe[m].astype(np.float64)
+
+        def divergence(fn: Callable[[np.ndarray], np.ndarray]) -> float:
+            """Mean divergence per scored voxel of the crop: ``b . (h(y + eps b) - h(y)) / eps``."""
+            diff = fn(y[crop] + step * probe)[m].astype(np.float64) - fn(np.ascontiguousarray(y[crop]))[m]
+            return float(pb @ diff) / step / int(m.sum())
+
+        def net(vol: np.ndarray) -> np.ndarray:
+            return self.inferer(MetaTensor(torch.from_numpy(vol)[None], affine=crop_affine.clone()), network)[0].detach().cpu().numpy()
+
+        div_f = divergence(net)
+        div_g = divergence(lambda vol: nlmeans_denoise(vol, sigma))
+
+        u = (f[mask] - y[mask]).astype(np.float64)
+        v = (g[mask] - y[mask]).astype(np.float64)
+        gram = {"uu": float(u @ u), "uv": float(u @ v), "vv": float(v @ v), "du": div_f * n, "dv": div_g * n}
+        del u, v
+        a, c = sure_weights(gram, n, sigma)
+        s2 = sigma * sigma
+        risk = {"network": _risk(1, 0, gram, n, s2), "nlmeans": _risk(0, 1, gram, n, s2),
+                "input": _risk(0, 0, gram, n, s2), "blend": _risk(a, c, gram, n, s2)}
+        out = y + a * (f - y) + c * (g - y)
+        result = MetaTensor(torch.from_numpy(out[None].astype(np.float32)), affine=f_img.affine.clone(),
+                            meta={k: v for k, v in f_img.meta.items() if k != "affine"})
+        return self._done(inputs, result, SureDecision(sigma, how, (a, c, 1.0 - a - c), risk, n))
+
+    def _done(self, inputs: MetaTensor, result: MetaTensor, decision: SureDecision) -> MetaTensor:
+        self.last_decision = decision
+        if isinstance(inputs, MetaTensor) and isinstance(inputs.meta.get(NOTES_KEY), list):
+            inputs.meta[NOTES_KEY].append(decision.note())
+        return result
