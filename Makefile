@@ -61,7 +61,7 @@ monailabel: setup $(ML_VENV)/.installed
 $(ML_VENV)/.installed: apps/monailabel/requirements.txt
 	$(PYTHON) -m venv $(ML_VENV)
 	$(ML_VENV)/bin/python -m pip install --quiet "$(TORCH)"
-	$(ML_VENV)/bin/python -c "import torch; print('torch==' + torch.__version__)" > $(ML_VENV)/torch-constraint.txt
+	$(ML_VENV)/bin/python -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(ML_VENV)/torch-constraint.txt
 	$(ML_VENV)/bin/python -m pip install --quiet -r apps/monailabel/requirements.txt -c $(ML_VENV)/torch-constraint.txt
 	# torchvision 0.28.0 on PyPI is built against torch's CUDA build: beside the CPU build its import fails
 	# ("operator torchvision::nms does not exist"). The pin kept torch; the app never imports torchvision.
