@@ -125,6 +125,11 @@ REGRESSIONS = {
         ["del", 0, ["SequenceVariant"]], ["del", 0, ["SliceLocation"]], ["cut", 0, 1360, 43],
         ["put", 0, 163, "feffdde0"], ["put", 0, 6206, "feffdde0"]]},
         "(0002,0002) has an unknown value representation"),
+    # MemoryError: parsing a sequence made pydicom read Pixel Representation, deferred with a 4 GB length
+    "sequence_parse_reads_damaged_length": ({"seed": "pydicom_MR_small_padded", "resample": False, "ops": [
+        ["set", 0, ["DimensionIndexSequence"], "SQ", "fffefd"], ["trunc", 0, 5104], ["put", 0, 1458, "7fffffff"],
+        ["put", 0, 8895, "4f420000"]]},
+        "element (0028,0103) declares 4294967167 bytes"),
 }
 
 

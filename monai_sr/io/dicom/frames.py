@@ -223,6 +223,7 @@ def _check_elements(path: Path, ds: Dataset, size: int, depth: int = 0) -> None:
     representation pydicom does not know (at any depth of the sequences, which are parsed here), and a
     value left on disk (deferred) whose declared length runs past the end of the file (reading it back
     would allocate that length first)."""
+    sequences = []
     for tag in ds.keys():
         raw = ds.get_item(tag, keep_deferred=True)
         if raw is None:
@@ -235,10 +236,14 @@ def _check_elements(path: Path, ds: Dataset, size: int, depth: int = 0) -> None:
             if raw.value_tell + raw.length > size:
                 raise InputError(f"damaged DICOM file: element {tag} declares {raw.length} bytes from offset "
                                  f"{raw.value_tell}, the file has {size}", path=path)
-        if raw.VR == "SQ" and depth < 8:  # parsed now (pydicom would on first use): items checked the same way
-            for item in ds[tag].value or []:
-                if isinstance(item, Dataset):
-                    _check_elements(path, item, size, depth + 1)
+        if raw.VR == "SQ":
+            sequences.append(tag)
+    # parsed now, after every element beside them is checked (parsing one reads others, e.g. Pixel
+    # Representation), as pydicom would on first use; their items are checked the same way
+    for tag in sequences if depth < 8 else ():
+        for item in ds[tag].value or []:
+            if isinstance(item, Dataset):
+                _check_elements(path, item, size, depth + 1)
 
 
 #: Image Pixel attributes every later step reads as one whole number: (keyword, tag, default, lowest,
