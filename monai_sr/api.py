@@ -125,6 +125,10 @@ def enhance_image(
         out = parts.inferer(work, network.eval())
     result = MetaTensor(norm.inverse(out.as_tensor()), meta=out.meta)
     result.meta[NOTES_KEY] = list(work.meta[NOTES_KEY])
+    if uncertainty:
+        from monai_sr.inference.uncertainty import zero_map_note
+
+        result.meta[NOTES_KEY] += [n for n in [zero_map_note(float(spread.max()), float(result.abs().max()))] if n]
     return (result, spread) if uncertainty else result
 
 
@@ -205,9 +209,23 @@ def enhance(
     if output is not None:
         from monai_sr.io.nifti import save_nifti
 
-        save_nifti(result, output, overwrite=overwrite)
-        if spread is not None:
+        if spread is None:
+            save_nifti(result, output, overwrite=overwrite)
+        else:  # as the pipeline does: both reserved first, the map published just before the result
             from monai_sr.inference.uncertainty import uncertainty_path
+            from monai_sr.io.atomic import release_output, reserve_output
 
-            save_nifti(spread, uncertainty_path(output), overwrite=overwrite)
+            map_path = uncertainty_path(output)
+            reserve_output(output, overwrite=overwrite)
+            try:
+                reserve_output(map_path, overwrite=overwrite)
+                save_nifti(spread, map_path, overwrite=overwrite)
+                try:
+                    save_nifti(result, output, overwrite=overwrite)
+                except BaseException:
+                    map_path.unlink(missing_ok=True)
+                    raise
+            finally:
+                release_output(output)
+                release_output(map_path)
     return (back(result), back(spread)) if uncertainty else back(result)

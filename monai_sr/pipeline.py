@@ -26,12 +26,12 @@ from monai_sr.inference.base import ScaleAwareInferer
 from monai_sr.inference.slicewise import SliceWiseInferer
 from monai_sr.inference.streaming import stream_planes
 from monai_sr.io.atomic import check_not_inside, make_output_folder, release_output, release_output_on_error, reserve_output
-from monai_sr.io.dicom.derived import estimate_window
+from monai_sr.io.dicom.derived import estimate_window, source_positions
 from monai_sr.io.dicom.headers import source_headers
 from monai_sr.io.library_notes import with_library_notes
 from monai_sr.io.nifti import NiftiSliceWriter, is_nifti_path
 from monai_sr.io.volume_source import InputScan, check_modality, input_kind, open_volume, scan_input
-from monai_sr.meta import FRAMES_KEY, NOTES_KEY
+from monai_sr.meta import FRAMES_KEY, HEADERS_KEY, NOTES_KEY
 from monai_sr.transforms.intensity import RobustScale
 from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
 
@@ -295,6 +295,8 @@ def _enhance(input_path, output_path, *, network, inferer, derivation, series, r
             planes = ((k, result[0, :, :, k].numpy()) for k in range(result.shape[3]))
 
     affine = np.asarray(result.affine, dtype=np.float64)
+    if scale[2] != 1:
+        notes.append(through_plane_note(source, affine, scale[2], result.shape[3]))
     map_path = None
     if spread is not None:
         from monai_sr.inference.uncertainty import uncertainty_path
@@ -362,6 +364,9 @@ def _enhance(input_path, output_path, *, network, inferer, derivation, series, r
         map_files = [str(map_path)] if kind == "nifti" else [str(p) for p in map_writer.files]
         notes.append(f"uncertainty map {map_path} ({len(map_files)} file(s)): the standard deviation of the 4 in-plane "
                      f"flips' results, in the result's units (max {float(spread.max()):.4g}); the result is their mean")
+        from monai_sr.inference.uncertainty import zero_map_note
+
+        notes += [n for n in [zero_map_note(float(spread.max()), float(result.abs().max()))] if n]
     return EnhanceResult(
         input=str(input_path),
         output=str(output_path),
@@ -375,6 +380,26 @@ def _enhance(input_path, output_path, *, network, inferer, derivation, series, r
         notes=list(notes),
         uncertainty_files=map_files,
     )
+
+
+def through_plane_note(source, affine: np.ndarray, factor: int, n_out: int) -> str:
+    """How through-plane SR by ``factor`` placed its ``n_out`` slices (output RAS ``affine``): on a regular
+    grid by the field-of-view rule over the source's grid; for a DICOM source (a VolumeSource with its
+    headers in meta) also how far its measured slice positions lie off that source grid, whose step is the
+    mean from the first to the last slice."""
+    n_in = source.shape[2]
+    step_in = float(geometry.spacing_from_affine(source.affine)[2])
+    step_out = float(geometry.spacing_from_affine(affine)[2])
+    note = (f"through-plane x{factor}: the {n_out} output slices lie on a regular grid every {step_out:.4g} mm "
+            f"along the slice normal, output slice j at source slice (j + 0.5) / {factor} - 0.5 (field of view kept) "
+            f"of the source's {n_in} slices every {step_in:.4g} mm")
+    headers = source.meta.get(HEADERS_KEY) or []
+    src = source_positions(headers) if len(headers) == n_in else None
+    if src is not None:
+        off = np.abs(geometry.offsets_from_grid(source.affine, src))
+        note += (f"; that source grid runs from the first to the last slice position (ImagePositionPatient), the "
+                 f"source slices lie up to {off.max():.3f} mm off it")
+    return note
 
 
 class OutputFormat(StrEnum):

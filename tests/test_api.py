@@ -196,3 +196,18 @@ def test_uncertainty_is_near_zero_on_a_constant_and_larger_on_an_edge(bundle):
     s = spread[0].numpy()  # output rows 32 (x2): the edge lies between rows 31 and 32
     edge, flat = s[28:36, 8:56].mean(), s[6:20, 8:56].mean()
     assert edge > 5 * flat, (edge, flat)
+
+
+def test_a_map_that_is_zero_everywhere_says_it_means_nothing(volume, bundle, tmp_path):
+    """A flip-equivariant network (what a guarded fit may fall back to) gives a map of zeros; the result's
+    notes say the map tells nothing then. With an output, both files are written beside each other."""
+    from monai_sr.inference import ZeroFilledInterpolation
+
+    zf = monai_sr.api.Bundle(name="zero-filled", network=ZeroFilledInterpolation(2), inferer=bundle.inferer)
+    img = MetaTensor(torch.from_numpy(volume[None]), affine=torch.as_tensor(AFFINE))
+    result, spread = monai_sr.enhance(img, tmp_path / "zf.nii", bundle=zf, uncertainty=True)
+    assert float(spread.abs().max()) < 1e-5 * float(result.abs().max())
+    assert any("zero everywhere" in n for n in result.meta["monai_sr_notes"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zf.nii", "zf_uncertainty.nii"]
+    plain, spread = monai_sr.enhance(img, bundle=bundle, uncertainty=True)
+    assert not any("zero everywhere" in n for n in plain.meta["monai_sr_notes"])

@@ -137,9 +137,9 @@ def test_dicom_map_passes_dciodvfy_and_dcentvfy(series, dicom_run):
 def test_bundles_without_the_ensemble_and_cohorts_are_refused(nifti, tmp_path):
     out = tmp_path / "dn.nii.gz"
     run = run_cli("enhance", nifti, out, "--quiet", "--bundle", "mri_denoise_dncnn", "--uncertainty")
-    _one_error_line(run, "mri_denoise_dncnn", "PlaneMeanInferer", "not supported")
+    _one_error_line(run, "mri_denoise_dncnn infers with", "not supported")
     run = run_cli("enhance", nifti, out, "--quiet", "--bundle", "mri_sr_selfsupervised", "--uncertainty")
-    _one_error_line(run, "mri_sr_selfsupervised", "OrthogonalPlanesInferer")
+    _one_error_line(run, "mri_sr_selfsupervised infers with OrthogonalPlanesInferer")
     cases = tmp_path / "cases"
     cases.mkdir()
     os.symlink(nifti, cases / "a.nii.gz")

@@ -37,7 +37,7 @@ from monai_sr.inference.slicewise import SliceWiseInferer
 
 __all__ = [
     "ensemble_members", "iter_members", "ensemble_spread", "ensemble_mean_and_spread", "check_ensemble_inferer",
-    "uncertainty_path", "SERIES_DESCRIPTION", "SUFFIX",
+    "uncertainty_path", "zero_map_note", "SERIES_DESCRIPTION", "SUFFIX",
 ]
 
 #: SeriesDescription of the derived DICOM series that holds the map.
@@ -57,7 +57,7 @@ def check_ensemble_inferer(inferer: object, bundle: str | None = None) -> SliceW
     who = f"bundle {bundle} infers" if bundle else "this inferer infers"
     raise ModelError(
         f"the uncertainty map is the spread of the in-plane flip ensemble of a slice-wise network; {who} with "
-        f"{type(inferer).__name__}, which has no such ensemble (through-plane or plane-mean bundles such as "
+        f"{type(inferer).__name__}, which has no such ensemble (through-plane and denoising bundles such as "
         "mri_sr_selfsupervised and mri_denoise_dncnn are not supported); use mri_sr_unet or leave the map out")
 
 
@@ -113,3 +113,15 @@ def uncertainty_path(output: str | os.PathLike) -> Path:
         if name.lower().endswith(ext):
             return output.with_name(name[: -len(ext)] + SUFFIX + name[-len(ext):])
     return output.with_name(name + SUFFIX)
+
+
+def zero_map_note(spread_peak: float, result_peak: float) -> str | None:
+    """A note for a map that is zero everywhere (its peak at most 1e-5 of the result's, float rounding),
+    else None: every member agreed, which a flip-equivariant network does whatever its error (e.g. the
+    zero-filled interpolation a guarded fit may fall back to), so such a map says nothing about where
+    the result is wrong."""
+    if spread_peak > 1e-5 * abs(result_peak):
+        return None
+    return ("the uncertainty map is zero everywhere: the 4 flips gave the same result, as a flip-equivariant "
+            "network (e.g. the zero-filled interpolation a guarded fit fell back to) always does; it says nothing "
+            "about the error here")
