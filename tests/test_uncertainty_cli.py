@@ -246,3 +246,21 @@ def test_rank_agreement_measures_the_ranking():
     rho = slice_spearman(vol, vol ** 2, np.ones_like(vol, bool), axis=2)
     np.testing.assert_allclose(rho, 1.0)
     assert np.isnan(slice_spearman(vol, vol, np.zeros_like(vol, bool), axis=2)).all()
+
+
+def test_enhanced_format_map_is_one_multiframe_object_on_the_same_grid(series, tmp_path):
+    dciodvfy = require_tool("dciodvfy")
+    out = tmp_path / "sr"
+    run = run_cli("enhance", series, out, *FAST, "--uncertainty", "--dicom-format", "enhanced")
+    assert run.returncode == 0, run.stderr
+    (res_file,), (unc_file,) = sorted(out.iterdir()), sorted((tmp_path / "sr_uncertainty").iterdir())
+    a, b = pydicom.dcmread(res_file), pydicom.dcmread(unc_file)
+    assert b.SeriesDescription == SERIES_DESCRIPTION and b.NumberOfFrames == a.NumberOfFrames == 4
+    assert b.FrameOfReferenceUID == a.FrameOfReferenceUID and b.SeriesInstanceUID != a.SeriesInstanceUID
+    for fa, fb in zip(a.PerFrameFunctionalGroupsSequence, b.PerFrameFunctionalGroupsSequence):
+        np.testing.assert_allclose(np.array(fb.PlanePositionSequence[0].ImagePositionPatient, float),
+                                   np.array(fa.PlanePositionSequence[0].ImagePositionPatient, float), atol=1e-9)
+    check = subprocess.run([dciodvfy, "-new", str(unc_file)], capture_output=True, text=True)
+    assert not _errors(check.stdout + check.stderr), check.stderr
+    np.testing.assert_allclose(load_dicom_series(tmp_path / "sr_uncertainty").affine.numpy(),
+                               load_dicom_series(out).affine.numpy(), atol=1e-6)
