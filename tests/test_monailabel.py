@@ -191,12 +191,18 @@ def test_folder_datastore(studies: Path, tmp_path: Path) -> None:
         assert not np.allclose(ref, np.asarray(small.dataobj), atol=1e-3)  # it did change the image
         assert params["bundle"] == "mri_denoise_dncnn" and any("noise sigma" in n for n in params["notes"])
 
+        fitted = server.infer("mri_sr_unet", "small", output="json")  # the default: the guarded per-volume fit
+        assert fitted.status_code == 200, fitted.text
+        assert any(n.startswith("per-volume fit") and "guard" in n for n in fitted.json()["notes"]), fitted.json()
+
         unknown_image = server.infer("mri_sr_unet", "no_such_image")
         assert unknown_image.status_code == 404 and "no_such_image" in unknown_image.json()["detail"]
         unknown_model = server.infer("no_such_model", "small")
         assert unknown_model.status_code == 404 and "mri_sr_unet" in unknown_model.json()["detail"]
         refused = server.infer("mri_sr_selfsupervised", "small", FAST)  # isotropic: no through-plane factor
         assert refused.status_code == 422 and "through-plane" in refused.json()["detail"]
+        no_dicom = server.infer("mri_sr_unet", "small", {**FAST, "derived_dicom": True})  # a NIfTI study
+        assert no_dicom.status_code == 422 and "DICOM series" in no_dicom.json()["detail"]
         assert requests.get(server.url + "/info/", timeout=30).ok
         log = server.log()
     assert "mri_sr_unet (NIfTI): super-resolve slices 6/6" in log  # progress reached MONAI Label's log

@@ -2,7 +2,8 @@
 
 Start it from the environment ``make monailabel`` makes (see README.md beside this file)::
 
-    .venv-monailabel/bin/monailabel start_server --app apps/monailabel --studies STUDIES --host 127.0.0.1 --port 8000
+    .venv-monailabel/bin/python -m monailabel.main start_server --app apps/monailabel --studies STUDIES \\
+        --host 127.0.0.1 --port 8000
 
 ``STUDIES`` is a folder of NIfTI volumes (MONAI Label's local datastore) or a DICOMweb service root such as
 ``http://127.0.0.1:8042/dicom-web`` (MONAI Label's DICOMweb datastore; its MR series are listed). The tasks
@@ -33,7 +34,9 @@ class MonaiSRApp(MONAILabelApp):
 
     ``conf`` (``--conf KEY VALUE`` of ``monailabel start_server``): ``infer_timeout`` seconds per
     ``monai-sr enhance`` run (default 3600); ``dicomweb_search_filter``, the QIDO-RS filter of the
-    series a DICOMweb datastore lists (JSON, default ``{"Modality": "MR"}``).
+    series a DICOMweb datastore lists (JSON, default ``{"Modality": "MR"}``); ``send_to``, where the
+    ``derived_dicom`` option sends the derived series (``dicom://AET@HOST:PORT`` or a DICOMweb root;
+    default the DICOMweb datastore).
 
     For a DICOMweb datastore it reads the DICOM series as they are (MONAI Label's conversion to NIfTI
     is switched off: the derived series needs the source headers, and monai_sr reads DICOM itself) and
@@ -55,8 +58,9 @@ class MonaiSRApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         dicomweb = self.studies if self.studies.startswith(("http://", "https://")) else None
+        send_to = self.conf.get("send_to") or dicomweb
         return {
-            name: EnhanceTask(name, command=self.command, dicomweb_url=dicomweb, description=text, timeout=self.timeout)
+            name: EnhanceTask(name, command=self.command, send_to=send_to, description=text, timeout=self.timeout)
             for name, text in BUNDLES.items()
         }
 

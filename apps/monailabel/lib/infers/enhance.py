@@ -94,25 +94,27 @@ class EnhanceTask(InferTask):
     Request keys (MONAI Label's ``params`` form field, JSON), all optional:
 
     - ``fast`` (bool): skip the bundle's per-volume adaptation (``monai-sr enhance --fast``);
-    - ``derived_dicom`` (bool): also write the derived DICOM series and send it by STOW-RS; the input must
-      be a DICOM series (a DICOMweb datastore);
-    - ``send_to`` (str): the DICOMweb service root to send to (default: the app's DICOMweb datastore).
+    - ``derived_dicom`` (bool): also write the derived DICOM series and send it by STOW-RS to ``send_to``;
+      the input must be a DICOM series (a DICOMweb datastore).
+
+    ``send_to`` (``dicom://AET@HOST:PORT`` or a DICOMweb root) is the server's choice, never a request's: a
+    client cannot make the server send images elsewhere.
 
     ``__call__`` returns ``(nifti_path, result)``; ``result`` holds ``bundle``, ``summary`` (the lines
     ``monai-sr enhance`` printed), ``notes``, ``seconds`` and, with ``derived_dicom``, ``derived_series``
     (``series_instance_uid``, ``instances``, ``stored``, ``destination``).
     """
 
-    def __init__(self, bundle: str, *, command: Sequence[str], dicomweb_url: str | None = None,
+    def __init__(self, bundle: str, *, command: Sequence[str], send_to: str | None = None,
                  description: str | None = None, timeout: float = 3600.0) -> None:
         super().__init__(
             type=InferType.OTHERS, labels=None, dimension=3,
             description=description or BUNDLES.get(bundle, f"monai_sr bundle {bundle}"),
-            config={"fast": False, "derived_dicom": False, "send_to": dicomweb_url or ""},
+            config={"fast": False, "derived_dicom": False},
         )
         self.bundle = bundle
         self.command = list(command)
-        self.dicomweb_url = dicomweb_url
+        self.send_to = send_to
         self.timeout = timeout
 
     def is_valid(self) -> bool:
@@ -124,12 +126,11 @@ class EnhanceTask(InferTask):
             raise EnhanceError(f"expects an image of the datastore or an uploaded NIfTI file, got {image!r}")
         fast = _as_bool(request.get("fast", False), "fast")
         derived = _as_bool(request.get("derived_dicom", False), "derived_dicom")
-        send_to = request.get("send_to") or self.dicomweb_url
         if derived:
             if not os.path.isdir(image):
                 raise EnhanceError(f"{image}: derived_dicom needs a DICOM series input (a DICOMweb datastore), not a file")
-            if not send_to:
-                raise EnhanceError("derived_dicom: no DICOMweb destination (give send_to, or start the app on a DICOMweb server)")
+            if not self.send_to:
+                raise EnhanceError("derived_dicom: the server has no PACS to send to (a DICOMweb datastore, or --conf send_to URL)")
         options = ["--bundle", self.bundle] + (["--fast"] if fast else [])
         t0 = time.perf_counter()
         output = Path(tempfile.gettempdir()) / f"monai_sr_{self.bundle}_{uuid.uuid4().hex}.nii.gz"
@@ -137,7 +138,7 @@ class EnhanceTask(InferTask):
         result: dict[str, Any] = {"bundle": self.bundle, "summary": stdout.splitlines(), "notes": _notes(stdout)}
         if derived:
             try:
-                result["derived_series"] = self._derived_series(image, options, send_to)
+                result["derived_series"] = self._derived_series(image, options, self.send_to)
             except BaseException:
                 output.unlink(missing_ok=True)
                 raise
