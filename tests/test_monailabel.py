@@ -250,6 +250,17 @@ def test_dicomweb_datastore(tmp_path: Path) -> None:
             assert orthanc_id is not None
             assert len(orthanc.get(f"/series/{orthanc_id}")["Instances"]) == 6
             assert orthanc.get(f"/series/{orthanc_id}/ordered-slices")["Type"] == "Volume"
+            stored = tmp_path / "stored"  # the series as Orthanc holds it: the NIfTI's image, up to the rescale step
+            stored.mkdir()
+            slopes = []
+            for k, instance in enumerate(orthanc.get(f"/series/{orthanc_id}")["Instances"]):
+                (stored / f"{k}.dcm").write_bytes(orthanc.get(f"/instances/{instance}/file"))
+                slopes.append(float(pydicom.dcmread(stored / f"{k}.dcm", stop_before_pixels=True).get("RescaleSlope", 1)))
+            from monai_sr.pipeline import load_volume
+
+            back = load_volume(stored)
+            np.testing.assert_allclose(back.affine.numpy(), sr.affine, atol=1e-4)
+            np.testing.assert_allclose(back[0].numpy(), np.asarray(sr.dataobj), atol=max(slopes) / 2 + 1e-3)
             study = orthanc.get(f"/series/{orthanc_id}")["ParentStudy"]
             assert orthanc.lookup_series(mr_uid) in orthanc.get(f"/studies/{study}")["Series"]  # same study
 
