@@ -36,7 +36,6 @@ import os
 import random
 import re
 import resource
-import shutil
 import signal
 import struct
 import sys
