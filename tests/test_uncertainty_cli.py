@@ -248,6 +248,7 @@ def test_rank_agreement_measures_the_ranking():
     assert np.isnan(slice_spearman(vol, vol, np.zeros_like(vol, bool), axis=2)).all()
 
 
+@pytest.mark.slow  # the classic encoding is the default and is checked above; this one repeats a CLI run
 def test_enhanced_format_map_is_one_multiframe_object_on_the_same_grid(series, tmp_path):
     dciodvfy = require_tool("dciodvfy")
     out = tmp_path / "sr"
