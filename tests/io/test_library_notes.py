@@ -37,6 +37,7 @@ def test_pydicom_warning_is_one_note_not_raw_stderr(small_series, tmp_path):
     assert len(notes) == 1, result.stdout
     assert notes[0].startswith(f"note    pydicom: Invalid value for VR UI: '{BAD_UID.decode()}'"), notes[0]
     assert "https://" not in notes[0]  # pydicom's link to the standard dropped: one short line
+    assert notes[0].endswith("in 6 files: IM0001.dcm, IM0002.dcm, IM0003.dcm, ...)"), notes[0]  # where it came from
     assert len(list(out.iterdir())) == len(list(src.iterdir()))
     assert tree_digest(src) == before
 

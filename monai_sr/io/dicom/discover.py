@@ -27,6 +27,7 @@ from pydicom.uid import UID
 from monai_sr import geometry
 from monai_sr.errors import GeometryError, InputError
 from monai_sr.io.dicom.frames import Frame, frames_of, lenient_reading, read_header
+from monai_sr.io.library_notes import from_file
 
 __all__ = [
     "SeriesCandidate",
@@ -161,7 +162,6 @@ def _files_of(path: Path) -> list[Path]:
 
 def _stack_keys(frames: list[Frame]) -> list[tuple]:
     """A key per frame naming its stack: stack ID, temporal position, echo, non-spatial dimension indices."""
-    ds = frames[0].dataset
     keep = [i for i, pointer in enumerate(_dimension_pointers(frames[0])) if pointer not in _SPATIAL_POINTERS]
     keys = []
     for f in frames:
@@ -262,7 +262,8 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
     skipped = no_pixels = 0
     with lenient_reading():
         for file in files:
-            ds = read_header(file, notes)
+            with from_file(file):  # what pydicom warns about names the file
+                ds = read_header(file, notes)
             if ds is None:
                 skipped += 1
                 continue
@@ -285,7 +286,8 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
             seen.add(sop)
             uid = str(ds.get("SeriesInstanceUID", "")) or "<no SeriesInstanceUID>"
             first.setdefault(uid, ds)
-            by_uid.setdefault(uid, []).extend(frames_of(file, ds))
+            with from_file(file):
+                by_uid.setdefault(uid, []).extend(frames_of(file, ds))
         for uid, file in pixelless.items():
             if uid in by_uid:  # a slice of an image series without its pixels: never dropped silently
                 raise InputError(

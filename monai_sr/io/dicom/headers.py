@@ -17,7 +17,8 @@ from pydicom.dataelem import RawDataElement
 from monai_sr import geometry
 from monai_sr.io.dicom.frames import Frame
 from monai_sr.io.dicom.stack import DicomSeries
-from monai_sr.meta import HEADERS_KEY
+from monai_sr.io.library_notes import from_file
+from monai_sr.meta import FILES_KEY, HEADERS_KEY
 
 __all__ = ["HeaderJSON", "series_headers", "source_headers"]
 
@@ -145,5 +146,14 @@ def series_headers(series: DicomSeries) -> list[dict]:
 
 
 def source_headers(meta: dict) -> list[pydicom.Dataset]:
-    """The source slice headers (Datasets, slice order) from a volume's meta; [] when it was not DICOM."""
-    return [pydicom.Dataset.from_json(h) for h in meta.get(HEADERS_KEY, [])]
+    """The source slice headers (Datasets, slice order) from a volume's meta; [] when it was not DICOM.
+    What pydicom warns about a header's values names its source file (meta ``"dicom_files"``) in the notes."""
+    headers = meta.get(HEADERS_KEY, [])
+    files = meta.get(FILES_KEY) or []
+    if len(files) != len(headers):  # resampled: the headers are of grid slices, not of the files
+        return [pydicom.Dataset.from_json(h) for h in headers]
+    out = []
+    for h, f in zip(headers, files):
+        with from_file(f):
+            out.append(pydicom.Dataset.from_json(h))
+    return out
