@@ -20,9 +20,12 @@ Ours, each a separate process:
 
 The commands run in turn, ``--repeats`` rounds (order rotated each round); the table gives each one's
 best and every round's wall time, and the ratio baseline / ours of the best times. The machine's load
-average before and after is printed: on a shared machine the rounds differ.
+average before and after is printed: on a shared machine the rounds differ, and the baseline's many
+small forward passes (25 windows of 64 x 64 per slice, in batches of 8) suffer more from threads that
+wait for each other under CPU contention than our whole-slice batches do (``--threads 1`` removes that
+part).
 
-    .venv/bin/python -m benchmarks.whole_process_speed [--slices 100] [--repeats 2] [--workdir /tmp/monai_sr_bench]
+    .venv/bin/python -m benchmarks.whole_process_speed [--slices 100] [--repeats 2] [--threads N] [--workdir /tmp/monai_sr_bench]
 """
 
 from __future__ import annotations
@@ -68,9 +71,9 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _run(cmd: list[str]) -> float:
+def _run(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     if done.returncode:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-2000:]}")
@@ -82,6 +85,7 @@ def main() -> None:
     p.add_argument("--slices", type=int, default=100)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/monai_sr_bench"))
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every command (default: unset)")
     p.add_argument("--plain", nargs=2, metavar=("SERIES", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.plain:
@@ -106,14 +110,16 @@ def main() -> None:
     }
     print(machine())
     print(f"input {series} ({args.slices} slices 256 x 256 -> 512 x 512), {args.repeats} round(s)")
-    print(f"load average before: {_load()}")
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    print(f"threads: {args.threads or 'torch default'}; load average before: {_load()}")
     times: dict[str, list[float]] = {name: [] for name in commands}
     names = list(commands)
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
             make, dicom = commands[name]
             target = out / ("dicom" if dicom else "out.nii.gz")
-            times[name].append(_run(make(str(target))))
+            times[name].append(_run(make(str(target)), env))
+            print(f"  {name}: {times[name][-1]:.1f} s (load {_load()})", flush=True)
             if name.startswith(("plain", "monai-sr like-for-like, fp32")):  # kept for the agreement check
                 target.replace(out / ("plain.nii.gz" if name.startswith("plain") else "ours_fp32.nii.gz"))
             else:
