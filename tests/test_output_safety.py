@@ -166,3 +166,40 @@ def test_unwritable_output_location_found_before_the_model_loads(tmp_path, nifti
         pass
     result = run_cli("enhance", nifti, out, "--quiet", "--bundle", tmp_path / "never_loaded")
     _one_error_line(result, contains=["/sys: cannot write into this folder"])
+
+
+@pytest.mark.parametrize("moment", ["reading", "inference"])
+def test_kill_9_while_reading_or_inferring_never_replaces_the_target(tmp_path, nifti, moment):
+    """Killed while the input is read (a block of slices in memory) or just after a plane was inferred:
+    the existing target stays as it was (even with --overwrite), no partial output is published, and the
+    next run cleans what the killed one left and writes the target."""
+    out, flag = tmp_path / "out.nii.gz", tmp_path / "flag"
+    out.write_bytes(b"the earlier output")
+    before = tree_digest(nifti)
+    proc = _start("enhance", nifti, out, *FAST, "--overwrite", pause=moment, flag=flag)
+    _wait_for(flag, proc)
+    assert int(flag.read_text()) == proc.pid
+    _kill_9(proc)
+    assert out.read_bytes() == b"the earlier output"
+    assert ".out.nii.gz.monai-sr.lock" in _hidden(tmp_path)  # the dead run's reservation, free to take over
+    nxt = run_cli("enhance", nifti, out, *FAST, "--overwrite")
+    assert nxt.returncode == 0, nxt.stderr
+    assert nib.load(out).shape == (48, 40, 4)
+    assert _hidden(tmp_path) == [], "the killed run's lock and partial are cleaned by the next run"
+    assert tree_digest(nifti) == before
+
+
+@pytest.mark.parametrize("moment", ["reading", "inference"])
+def test_kill_9_while_reading_or_inferring_a_dicom_series(tmp_path, small_series, moment):
+    out, flag = tmp_path / "series_sr", tmp_path / "flag"
+    before = tree_digest(small_series)
+    proc = _start("enhance", small_series, out, *FAST, pause=moment, flag=flag)
+    _wait_for(flag, proc)
+    _kill_9(proc)
+    assert not out.exists(), "nothing published"
+    assert ".series_sr.monai-sr.lock" in _hidden(tmp_path)  # the dead run's reservation, free to take over
+    nxt = run_cli("enhance", small_series, out, *FAST)
+    assert nxt.returncode == 0, nxt.stderr
+    assert len(list(out.iterdir())) == len(list(small_series.iterdir()))
+    assert _hidden(tmp_path) == []
+    assert tree_digest(small_series) == before
