@@ -130,6 +130,10 @@ REGRESSIONS = {
         ["set", 0, ["DimensionIndexSequence"], "SQ", "fffefd"], ["trunc", 0, 5104], ["put", 0, 1458, "7fffffff"],
         ["put", 0, 8895, "4f420000"]]},
         "element (0028,0103) declares 4294967167 bytes"),
+    # IndexError in the series listing: PixelSpacing as an empty sequence (case 87539 of the 100,000-case run)
+    "pixel_spacing_an_empty_sequence": ({"seed": "pydicom_MR_small_bigendian", "resample": True, "ops": [
+        ["set", 0, ["PixelSpacing"], "SQ", ""]]},
+        "PixelSpacing (0028,0030)"),
 }
 
 

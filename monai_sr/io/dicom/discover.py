@@ -92,6 +92,8 @@ class SeriesCandidate:
             if any(np.abs(i - iops[0]).max() > 1e-4 for i in iops):
                 info["orientation"] = "mixed"
             ps = [float(v) for v in f0.pixel_spacing()]
+            if len(ps) != 2:
+                raise ValueError(f"PixelSpacing holds {len(ps)} values")
             pos = sorted(float(np.asarray([float(v) for v in f.ipp()]) @ normal) for f in self.frames)
             step = f"{float(np.median(np.diff(pos))):.4g}" if len(pos) > 1 else "-"
             info["spacing"] = f"{ps[1]:.4g}x{ps[0]:.4g}x{step}"  # along i (columns), j (rows), k
