@@ -15,6 +15,7 @@ from pydicom.pixels import apply_rescale
 from monai_sr.errors import InputError
 from monai_sr.io.dicom.frames import NATIVE_SYNTAXES, Frame, check_pixel_module
 from monai_sr.io.dicom.stack import DicomSeries
+from monai_sr.io.library_notes import from_file
 
 __all__ = ["frame_values", "stack_pixels"]
 
@@ -87,7 +88,8 @@ def frame_values(frame: Frame, cache: dict) -> np.ndarray:
     """
     arr = _native_frame(frame)
     if arr is None:
-        arr = _decoded_frame(frame, cache)
+        with from_file(frame.path):  # what pydicom warns about while decoding names the file
+            arr = _decoded_frame(frame, cache)
     ds = frame.dataset
     if frame.index is None and ds.get("ModalityLUTSequence"):  # an empty sequence: no LUT
         try:
