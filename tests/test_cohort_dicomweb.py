@@ -152,3 +152,23 @@ def test_a_broken_series_fails_alone_with_its_cause(pacs, tmp_path):
     with pytest.raises(InputError, match=r"WADO-RS returned 6 of the 7 instances QIDO-RS lists") as err:
         fetch_series(extra, server.dicomweb_url, tmp_path / "f")
     assert f"/studies/{study_a}/series/{series_a}" in str(err.value)
+
+
+@pytest.mark.slow  # two torchrun ranks with start-up: 20 s at load ~6 on the 2-core machine, more when loaded
+def test_query_on_two_ranks_each_case_once(pacs, tmp_path):
+    """torchrun, 2 gloo ranks over a DICOMweb query: rank 0 searches, each rank fetches and enhances its own
+    series; each case exactly once in the manifest, no work folder left."""
+    import subprocess
+    import sys
+
+    server, series = pacs
+    (study_a, series_a), (study_b, series_b) = _uids(series[0]), _uids(series[1])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai_sr",
+           "enhance", f"dicomweb+{server.dicomweb_url}?StudyInstanceUID={study_a},{study_b}", str(out), *FAST]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("cohort  ") == 1 and "2 done now" in run.stdout and "on 2 ranks" in run.stdout
+    assert "[rank 0] done" in run.stdout and "[rank 1] done" in run.stdout
+    assert sorted(r["case"] for r in _rows(out)) == sorted([series_a, series_b])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.csv", series_a, series_b])
