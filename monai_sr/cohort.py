@@ -477,7 +477,8 @@ def _run(source: _Source, out_dir: Path, load_parts, *, output_format: str, dico
         failed = [(r["case"], r["error"]) for r in ran if r["status"] == "failed"] + plan.not_retried
         report = CohortReport(source=source.label, output=out_dir, total=plan.total,
                               done=sum(r["status"] == "done" for r in ran), skipped=plan.skipped, failed=failed,
-                              not_retried=len(plan.not_retried), left_out=plan.left_out, world=world, threads=_threads(), rank=rank)
+                              not_retried=len(plan.not_retried), left_out=plan.left_out, world=world,
+                              threads=_threads(), rank=rank)
         if rank == 0:
             print(report.summary(), flush=True)
         return report
