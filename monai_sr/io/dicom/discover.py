@@ -272,7 +272,8 @@ def find_series(path: str | os.PathLike) -> tuple[list[SeriesCandidate], list[st
             if "PixelData" not in ds:
                 no_pixels += 1
                 sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-                if sop_class is not None and str(getattr(sop_class, "name", "")).endswith("Image Storage"):
+                image = sop_class is not None and str(getattr(sop_class, "name", "")).endswith("Image Storage")
+                if image and not ds.get("SeriesInstanceUID"):  # cut before its series is named: cannot be placed
                     raise InputError(  # a truncated or damaged slice (even the last one): never dropped silently
                         f"no pixel data, though the file belongs to an image series ({sop_class.name}; a damaged, "
                         "truncated or incomplete slice; remove or replace it)", path=file)

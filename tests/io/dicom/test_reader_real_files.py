@@ -203,7 +203,7 @@ def test_nibabel_files(name, tool, tmp_path):
 def test_nibabel_mosaic_and_headerless_files_are_refused_clearly():
     with pytest.raises(InputError, match="mosaic"):
         load_dicom_series(NIBABEL_FILES / "0.dcm")
-    with pytest.raises(InputError, match="no pixel data"):  # an MR Image Storage file without its pixels
+    with pytest.raises(InputError, match="without pixel data"):
         load_dicom_series(NIBABEL_FILES / "csa_slice_norm.dcm")
 
 
