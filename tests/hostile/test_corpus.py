@@ -1,7 +1,10 @@
 """The hostile-input corpus (issue 16) through the real ``monai-sr enhance`` entry point.
 
 Every case of :data:`cases.CASES` is built into its own folder (``in/`` the input, ``out/`` the folder the
-output goes into) and run as a subprocess, three at a time. A refused case must exit 1 with exactly one
+output goes into) and run as its own process, three at a time: a child forked from a server that imported
+the CLI once (:mod:`hostile.forkrunner`; the child runs :func:`monai_sr.cli.main`, the console script's
+function, with its own stdout/stderr files, environment and exit code), so that 140 cases do not pay
+140 imports of torch and MONAI. A refused case must exit 1 with exactly one
 stderr line ``monai-sr: error: ...`` naming the culprit file (and tag) and the cause, no traceback, nothing
 in ``out/`` (no output, no partial, no lock) and the input tree unchanged (names, bytes, links, modes); an
 accepted one must exit 0 with nothing on stderr, its output alone in ``out/``, the note asked for, and the
@@ -14,8 +17,11 @@ import hashlib
 import os
 import shutil
 import stat
+import json
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from helpers import MONAI_SR, crop_series
+from helpers import crop_series
 
 from hostile.cases import CASES, Base, Case, lenient_writing
 
@@ -74,13 +80,44 @@ def _rle_twin(series: Path, folder: Path) -> Path:
     return folder
 
 
-def _command(case: Case, src: Path, output: Path) -> tuple[list[str], dict]:
-    cmd = [str(MONAI_SR), "enhance", str(src), str(output), *FAST, *case.args]
+def _request(case: Case, src: Path, output: Path, logs: Path) -> dict:
+    """The fork server's request for one case: the CLI's arguments, its stdout/stderr files, environment."""
     env = dict(os.environ)
+    uid = None
     if case.as_user and os.geteuid() == 0:  # root reads anything: run this one as nobody
-        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *cmd]
+        uid = NOBODY
         env["HOME"] = str(output.parent.parent / "home")  # nobody's caches go there, not beside the output
-    return cmd, env
+    return {"args": ["enhance", str(src), str(output), *FAST, *case.args], "env": env, "uid": uid, "timeout": 300,
+            "stdout": str(logs / "stdout"), "stderr": str(logs / "stderr")}
+
+
+class _Runners:
+    """One fork server per worker thread (:mod:`hostile.forkrunner`), closed at the end."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.all: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+
+    def run(self, request: dict) -> int:
+        proc = getattr(self.local, "proc", None)
+        if proc is None:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forkrunner.py"))],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            self.local.proc = proc
+            with self.lock:
+                self.all.append(proc)
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        answer = proc.stdout.readline()
+        if not answer:
+            raise RuntimeError("the fork server of the hostile corpus died")
+        return int(json.loads(answer)["code"])
+
+    def close(self) -> None:
+        for proc in self.all:
+            proc.stdin.close()
+            proc.wait(timeout=60)
 
 
 @dataclass
@@ -112,16 +149,18 @@ def _build(name: str, case: Case, root: Path, base: Base) -> Built:
     return Built(src, out_dir, out_dir / case.output, tree_state(folder / "in"))
 
 
-def _run(case: Case, built: Built) -> Ran:
+def _run(case: Case, built: Built, runners: _Runners) -> Ran:
     if built.input is None:
         return Ran(Path(), built.out_dir, built.output, -1, "", built.error, [], [], 0.0)
-    cmd, env = _command(case, built.input, built.output)
+    logs = built.out_dir.parent / "logs"
+    logs.mkdir()
+    if case.as_user:
+        logs.chmod(0o777)
     t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        code, stdout, stderr = -1, str(exc.stdout or ""), f"timed out after 300 s: {exc.stderr or ''}"
+    code = runners.run(_request(case, built.input, built.output, logs))
+    stdout, stderr = ((logs / name).read_text(errors="replace") for name in ("stdout", "stderr"))
+    if code == -14:  # SIGALRM: the child's own time limit
+        stderr = f"timed out after 300 s: {stderr}"
     after = tree_state(built.out_dir.parent / "in")
     return Ran(built.input, built.out_dir, built.output, code, stdout, stderr, built.before, after,
                time.monotonic() - t0)
@@ -139,9 +178,13 @@ def corpus(tmp_path_factory) -> dict[str, Ran]:
         only = [n for n in os.environ.get("MONAI_SR_CORPUS_ONLY", "").split(",") if n]  # a few cases, by hand
         with lenient_writing():  # built one after another: pydicom's settings are process-wide
             built = {name: _build(name, case, root, base) for name, case in CASES.items() if not only or name in only}
-        with ThreadPoolExecutor(WORKERS) as pool:
-            futures = {name: pool.submit(_run, CASES[name], b) for name, b in built.items()}
-            results = {name: f.result() for name, f in futures.items()}
+        runners = _Runners()
+        try:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                futures = {name: pool.submit(_run, CASES[name], b, runners) for name, b in built.items()}
+                results = {name: f.result() for name, f in futures.items()}
+        finally:
+            runners.close()
         if os.environ.get("MONAI_SR_CORPUS_REPORT"):  # a record of every run, to look at by hand
             Path(os.environ["MONAI_SR_CORPUS_REPORT"]).write_text("\n".join(
                 f"{name}\t{r.returncode}\t{r.seconds:.1f}s\t{r.stderr.strip()[-400:]!r}\t"
