@@ -299,6 +299,15 @@ def _swap(vr: str, value: bytes) -> bytes:
     return b"".join(value[i : i + size][::-1] for i in range(0, whole, size)) + value[whole:]
 
 
+def _safely(apply, ds: Dataset, op: list) -> bool:
+    """``apply(ds, op)``; False (the op is left out) when pydicom refuses the edit itself (a private
+    element is converted as it is set)."""
+    try:
+        return apply(ds, op)
+    except Exception:
+        return False
+
+
 def _encode(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=False)
@@ -357,7 +366,7 @@ def build_case(seed: Seed, ops: list[list], resample: bool = False) -> Case:
             except Exception:
                 ds = None
             if ds is not None:
-                applied = [op for op in element_ops if _apply_element(ds, op)]
+                applied = [op for op in element_ops if _safely(_apply_element, ds, op)]
                 try:
                     files[name] = _encode(ds)
                     kept += applied

@@ -134,6 +134,18 @@ REGRESSIONS = {
     "pixel_spacing_an_empty_sequence": ({"seed": "pydicom_MR_small_bigendian", "resample": True, "ops": [
         ["set", 0, ["PixelSpacing"], "SQ", ""]]},
         "PixelSpacing (0028,0030)"),
+    # OverflowError: cannot convert float infinity to integer (discover._stack_keys: EchoNumbers as DS 'inf'); seed-1 run, case 93966
+    "echo_numbers_infinite": ({"seed": "pydicom_MR_small_implicit", "resample": False, "ops": [["set", 0, ["EchoNumbers"], "DS", "696e66"], ["del", 0, ["FrameOfReferenceUID"]], ["put", 0, 255, "959c"], ["put", 0, 4099, "00000000"]]},
+        "EchoNumbers (0018,0086) or TemporalPositionIdentifier (0020,0100)"),
+    # TypeError: Sequence contents must be 'Dataset' instances (frames.Frame.group_items); seed-1 run, case 91941
+    "functional_group_not_items": ({"seed": "sample_enhanced", "resample": False, "ops": [["set", 0, ["SharedFunctionalGroupsSequence", 0, "RealWorldValueMappingSequence", 0, "MeasurementUnitsCodeSequence", 0, "CodeMeaning"], "CS", "5c5c5c"], ["del", 0, ["SourceImageEvidenceSequence", 0, "ReferencedSeriesSequence", 0, "SeriesInstanceUID"]], ["put", 0, 3017, "5351"]]},
+        "FrameVOILUTSequence of MR_ENHANCED.dcm frame 1 is damaged"),
+    # TypeError: 'Dataset' object cannot be interpreted as an integer (pixels._native_frame: Pixel Data read as SQ); seed-1 run, case 42074
+    "pixel_data_a_sequence": ({"seed": "sample_siemens", "resample": False, "ops": [["del", 2, ["FrameOfReferenceUID"]], ["del", 2, ["BitsStored"]], ["del", 2, ["Modality"]], ["put", 2, 1932, "5351"]]},
+        "Pixel Data (7FE0,0010) of IM0003.dcm holds no pixel bytes"),
+    # ValueError: could not convert string to float (frames._syntax: an empty TransferSyntaxUID of VR IS replaced); seed-1 run, case 62541
+    "transfer_syntax_empty_of_vr_is": ({"seed": "pydicom_MR_small_padded", "resample": False, "ops": [["set", 0, ["meta", "TransferSyntaxUID"], "IS", ""], ["set", 0, ["SOPInstanceUID"], "UI", "00"], ["del", 0, ["SeriesNumber"]], ["del", 0, ["ScanningSequence"]], ["put", 0, 1543, "7fffffff"]]},
+        READ),
 }
 
 

@@ -168,8 +168,12 @@ def _stack_keys(frames: list[Frame]) -> list[tuple]:
     keys = []
     for f in frames:
         if f.index is None:  # classic single-frame file
-            keys.append((("echo", _key(f.dataset.get("EchoNumbers"))),
-                         ("time", _key(f.dataset.get("TemporalPositionIdentifier")))))
+            try:
+                echo, time = f.dataset.get("EchoNumbers"), f.dataset.get("TemporalPositionIdentifier")
+            except (TypeError, ValueError, OverflowError) as exc:  # a value pydicom cannot convert
+                raise InputError(f"EchoNumbers (0018,0086) or TemporalPositionIdentifier (0020,0100) of {f.label} "
+                                 f"is unreadable ({type(exc).__name__}: {exc})", path=f.path) from None
+            keys.append((("echo", _key(echo)), ("time", _key(time))))
             continue
         div = f.attr("FrameContentSequence", "DimensionIndexValues")
         te = f.attr("MREchoSequence", "EffectiveEchoTime")

@@ -81,7 +81,11 @@ class Frame:
         out = []
         for group in (self.per_frame, self.shared):
             if group is not None and sequence in group:
-                seq = group[sequence].value
+                try:
+                    seq = group[sequence].value
+                except Exception as exc:  # a damaged item pydicom cannot turn into a sequence
+                    raise InputError(f"{sequence} of {self.label} is damaged ({type(exc).__name__}: {exc})",
+                                     path=self.path) from None
                 if isinstance(seq, Sequence) and len(seq) and isinstance(seq[0], Dataset):
                     out.append(seq[0])
         return out
@@ -385,6 +389,8 @@ def _syntax(ds: Dataset, path: Path, notes: list[str]) -> UID:
         raise InputError("no Transfer Syntax UID in the file meta and big endian data: cannot decode", path=path)
     ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     ds.ensure_file_meta()
+    if "TransferSyntaxUID" in ds.file_meta:  # an empty value, possibly of another VR: replaced, not converted
+        del ds.file_meta["TransferSyntaxUID"]
     ds.file_meta.TransferSyntaxUID = ts
     notes.append(f"{path.name}: no Transfer Syntax UID in the file meta; read as {ts.name}")
     return ts

@@ -36,6 +36,9 @@ def _native_frame(frame: Frame) -> np.ndarray | None:
     nbytes = rows * cols * dtype.itemsize
     offset = (frame.index or 0) * nbytes
     raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    if raw.value is not None and not isinstance(raw.value, (bytes, bytearray, memoryview)):
+        raise InputError(f"Pixel Data (7FE0,0010) of {frame.label} holds no pixel bytes (value representation "
+                         f"{raw.VR})", path=frame.path)
     if isinstance(raw, RawDataElement) and raw.value is None:
         with open(frame.path, "rb") as fh:
             fh.seek(raw.value_tell + offset)
