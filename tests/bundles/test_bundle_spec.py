@@ -32,6 +32,7 @@ REQUIRED = (
     "configs/train.json",
     "configs/evaluate.json",
     "configs/multi_gpu_train.json",
+    "configs/multi_gpu_inference.json",
     "configs/logging.conf",
     "models/model.pt",
     "models/model.ts",
