@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from scipy import ndimage
-from scipy.stats import spearmanr
 
 import monai_sr
 from benchmarks.generalization import held_out
 from monai_sr.training.datasets import shared_data_dir
 from monai_sr.transforms.kspace import KSpaceTruncation
 from monai_sr.validation.metrics import head_mask
+from monai_sr.validation.uncertainty import rank_agreement
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -48,11 +48,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         err = np.abs(result[0].numpy().astype(np.float64) - hr)[mask]
         unc = spread[0].numpy().astype(np.float64)[mask]
         grad = ndimage.gaussian_gradient_magnitude(result[0].numpy().astype(np.float64), (1, 1, 0))[mask]
-        top_err = err >= np.quantile(err, 0.9)
         row = {"volume": name, "kind": kind}
         for key, m in (("", unc), ("gradient_", grad)):
-            row[key + "spearman"] = round(float(spearmanr(m, err).statistic), 3)
-            row[key + "top_decile_share"] = round(float(np.mean((m >= np.quantile(m, 0.9))[top_err])), 3)
+            row.update({key + k: round(v, 3) for k, v in rank_agreement(m, err).items()})  # what validate reports
         rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
     lines = ["| volume | kind | Spearman: spread | Spearman: gradient | top-decile errors caught: spread | by gradient |",
