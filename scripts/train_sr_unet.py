@@ -31,8 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from monai_sr.errors import InputError
+from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet
 from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, shared_data_dir, verified_path
+from monai_sr.training.losses import AcquiredBandLoss
 from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
 from monai_sr.training.trainer import save_atomic, train_step
@@ -54,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--slab", type=float, nargs=2, default=[0.60, 0.72], help="held-out axial slab, fractions of S")
     p.add_argument("--noise-prob", type=float, default=0.2)
+    p.add_argument("--noise-sigma", type=float, default=0.02, help="largest Rician sigma on the LR (normalised units)")
+    p.add_argument("--init", default=None, help="start from these weights (a plain state_dict): fine-tuning")
+    p.add_argument("--dc-loss", type=float, default=None, metavar="BAND_WEIGHT",
+                   help="train behind the data-consistency projection (AcquiredBandLoss with this weight on the "
+                        "unprojected L1); validation then scores the projected output, as inference runs it")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=500)
@@ -95,15 +102,17 @@ def load_data(paths: list[Path], slab: tuple[float, float], lr_size: int) -> tup
     return train, val
 
 
-def validate(net: torch.nn.Module, stacks: list[DegradedStack]) -> tuple[float, float]:
-    """Mean PSNR (data_range 1) of the network and of bicubic over all validation slices."""
+def validate(net: torch.nn.Module, stacks: list[DegradedStack], *, consistent: bool = False) -> tuple[float, float]:
+    """Mean PSNR (data_range 1) of the network (its output projected on the input's band when
+    ``consistent``) and of bicubic over all validation slices."""
     net.eval()
     sr_vals, bic_vals = [], []
     with torch.inference_mode():
         for s in stacks:
             for k in range(s.lr.shape[0]):
                 lr = torch.from_numpy(s.lr[k][None, None])
-                sr = net(lr)[0, 0].numpy()
+                sr = net(lr)
+                sr = (project_acquired_band(sr, lr) if consistent else sr)[0, 0].numpy()
                 bic = F.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False)[0, 0].numpy()
                 sr_vals.append(psnr(sr, s.hr[k], data_range=1.0))
                 bic_vals.append(psnr(bic, s.hr[k], data_range=1.0))
@@ -128,13 +137,19 @@ def main(argv: list[str] | None = None) -> None:
     lr_size = args.patch // 2
     t0 = time.time()
     train_stacks, val_stacks = load_data(paths, tuple(args.slab), lr_size)
-    sampler = PairSampler(train_stacks, lr_size=lr_size, seed=args.seed, noise_prob=args.noise_prob)
+    sampler = PairSampler(train_stacks, lr_size=lr_size, seed=args.seed, noise_prob=args.noise_prob,
+                          noise_sigma=args.noise_sigma)
     LOG.info("%d training stacks (%d slices), %d validation slices, prepared in %.1f s", len(sampler.stacks),
              sum(s.lr.shape[0] for s in sampler.stacks), sum(s.lr.shape[0] for s in val_stacks), time.time() - t0)
 
     net = SRUNet(2, 1, 1, scale=2, channels=tuple(args.channels))
     LOG.info("SRUNet(2, 1, 1, scale=2, channels=%s): %d parameters", tuple(args.channels),
              sum(p.numel() for p in net.parameters()))
+    if args.init:
+        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        LOG.info("initial weights: %s", args.init)
+    consistent = args.dc_loss is not None
+    band_loss = AcquiredBandLoss(args.dc_loss) if consistent else None
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     step, best = 0, -math.inf
     ckpt_path = out / "checkpoint.pt"
@@ -155,15 +170,16 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     if step == 0:
-        sr, bic = validate(net, val_stacks)
+        sr, bic = validate(net, val_stacks, consistent=consistent)
         LOG.info("val step 0: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB", sr, bic, sr - bic)
     net.train()
     t_start, n_done, loss_sum = time.time(), 0, 0.0
     t_train = time.time()
     while step < args.steps:
         lr_np, hr_np = sampler.batch(args.batch_size)
-        loss = train_step(net, opt, torch.from_numpy(lr_np), torch.from_numpy(hr_np),
-                          lr=warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr))
+        lr_t, hr_t = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
+        loss = train_step(net, opt, lr_t, hr_t, lr=warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr),
+                          loss_fn=(lambda sr, hr: band_loss(sr, lr_t, hr)) if consistent else F.l1_loss)
         step += 1
         n_done += 1
         loss_sum += loss.item()
@@ -174,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             t_start, n_done, loss_sum = time.time(), 0, 0.0
         if step % args.val_every == 0 or step == args.steps:
             t_val = time.time()
-            sr, bic = validate(net, val_stacks)
+            sr, bic = validate(net, val_stacks, consistent=consistent)
             if sr > best:
                 best = sr
                 save_atomic(net.state_dict(), out / "best.pt")

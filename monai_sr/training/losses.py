@@ -2,7 +2,8 @@
 
 Zero-reference losses of Zero-DCE (C. Guo et al., "Zero-Reference Deep Curve Estimation for Low-Light
 Image Enhancement", CVPR 2020, https://arxiv.org/abs/2001.06826) for 2D and 3D, ``(N, C, *spatial)``
-tensors; used with :class:`monai_sr.networks.ZeroDCE`.
+tensors; used with :class:`monai_sr.networks.ZeroDCE`. :class:`AcquiredBandLoss`: L1 behind the data-consistency
+projection, for in-plane SR networks that run with it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "colour_constancy_loss",
     "illumination_smoothness_loss",
     "ZeroDCELoss",
+    "AcquiredBandLoss",
 ]
 
 
@@ -143,3 +145,29 @@ class ZeroDCELoss(nn.Module):
             + w_col * colour_constancy_loss(enhanced)
             + w_tv * illumination_smoothness_loss(curves)
         )
+
+
+class AcquiredBandLoss(nn.Module):
+    """L1 after data consistency: what an in-plane SR network is asked for when its output's measured
+    k-space band is replaced by the input's at inference (:func:`monai_sr.inference.consistency.project_acquired_band`).
+
+    ``loss = L1(P(sr, lr), hr) + band_weight * L1(sr, hr)`` with ``P`` the hard projection: the first term
+    reaches the network only through the band the input did not measure (errors inside the band are
+    undone at inference and cost nothing), the second, small, keeps the unprojected output usable
+    (``data_consistency=false``). Takes ``sr`` ``(N, C, s h, s w)``, ``lr`` ``(N, C, h, w)`` and ``hr`` like
+    ``sr``, in the same intensity units; returns a scalar.
+    """
+
+    def __init__(self, band_weight: float = 0.1) -> None:
+        super().__init__()
+        if band_weight < 0:
+            raise ValueError(f"band_weight must be >= 0, got {band_weight}")
+        self.band_weight = float(band_weight)
+
+    def forward(self, sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        from monai_sr.inference.consistency import project_acquired_band
+
+        loss = F.l1_loss(project_acquired_band(sr.float(), lr), hr.float())
+        if self.band_weight:
+            loss = loss + self.band_weight * F.l1_loss(sr.float(), hr.float())
+        return loss

@@ -27,58 +27,88 @@ from monai_sr import geometry
 from monai_sr.checks import check_scale
 from monai_sr.transforms._common import wrap_like
 
-__all__ = ["fourier_resample", "KSpaceTruncation", "KSpaceWindow", "kspace_window", "kspace_truncate_axis"]
+__all__ = ["fourier_resample", "kept_bins", "fov_ramp", "KSpaceTruncation", "KSpaceWindow", "kspace_window", "kspace_truncate_axis"]
+
+
+def kept_bins(n_keep: int, n: int) -> np.ndarray:
+    """FFT indices (``np.fft`` order) on an ``n``-point axis of the ``n_keep`` central frequencies
+    ``|k| < n_keep / 2``: the band an ``n_keep``-point acquisition measures. The unpaired Nyquist bin of an
+    even ``n_keep`` is left out, so a real image stays real; bin ``j`` here is bin ``j`` of
+    ``kept_bins(n_keep, n_keep)`` on the ``n_keep``-point axis."""
+    keep_pos, half = (n_keep + 1) // 2, n_keep // 2
+    return np.r_[np.arange(keep_pos), np.arange(n - half + (n_keep % 2 == 0), n)]
+
+
+def fov_ramp(n_in: int, n_out: int) -> np.ndarray:
+    """Phase ramp (complex128, ``np.fft`` order, length ``n_in``) that resampling ``n_in -> n_out`` points
+    applies to the input's spectrum: a shift by ``(n_in / n_out - 1) / 2`` input voxels, which puts the
+    output voxel centres where the field-of-view rule says."""
+    k = np.fft.fftfreq(n_in, d=1.0 / n_in)  # signed integer frequencies
+    return np.exp(1j * np.pi * k * (n_in / n_out - 1.0) / n_in)
 
 
 def _resample_axis(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     n_in = x.shape[axis]
     if n_out == n_in:
         return x
-    spec = np.fft.fft(x, axis=axis)
-    k = np.fft.fftfreq(n_in, d=1.0 / n_in)  # signed integer frequencies
-    r = n_in / n_out
-    # Phase ramp: a shift by (r - 1) / 2 input voxels puts output voxel centres where the FOV rule says.
-    ramp = np.exp(1j * np.pi * k * (r - 1.0) / n_in)
     shape = [1] * x.ndim
     shape[axis] = n_in
-    spec = spec * ramp.reshape(shape)
+    spec = np.fft.fft(x, axis=axis) * fov_ramp(n_in, n_out).reshape(shape)
     n_keep = min(n_in, n_out)
-    half = n_keep // 2
-    # Keep |k| < n_keep / 2; the unpaired Nyquist bin of an even size is dropped so the result stays real.
-    keep_pos = (n_keep + 1) // 2  # 0 .. keep_pos-1
-    idx_in = np.r_[np.arange(keep_pos), np.arange(n_in - half + (n_keep % 2 == 0), n_in)]
-    idx_out = np.r_[np.arange(keep_pos), np.arange(n_out - half + (n_keep % 2 == 0), n_out)]
     out_shape = list(x.shape)
     out_shape[axis] = n_out
     out = np.zeros(out_shape, dtype=np.complex128)
     sl_in = [slice(None)] * x.ndim
     sl_out = [slice(None)] * x.ndim
-    sl_in[axis] = idx_in
-    sl_out[axis] = idx_out
+    sl_in[axis] = kept_bins(n_keep, n_in)
+    sl_out[axis] = kept_bins(n_keep, n_out)
     out[tuple(sl_out)] = spec[tuple(sl_in)]
     return np.fft.ifft(out, axis=axis).real * (n_out / n_in)
 
 
-def fourier_resample(x: np.ndarray, shape: Sequence[int], axes: Sequence[int]) -> np.ndarray:
+def _resample_axis_torch(x: torch.Tensor, axis: int, n_out: int) -> torch.Tensor:
+    """:func:`_resample_axis` in torch (same bins, same phase ramp), differentiable, on ``x``'s device."""
+    n_in = x.shape[axis]
+    if n_out == n_in:
+        return x
+    cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+    shape = [1] * x.ndim
+    shape[axis] = n_in
+    spec = torch.fft.fft(x, dim=axis) * torch.as_tensor(fov_ramp(n_in, n_out), dtype=cdtype, device=x.device).reshape(shape)
+    n_keep = min(n_in, n_out)
+    idx_in = torch.as_tensor(kept_bins(n_keep, n_in), device=x.device)
+    idx_out = torch.as_tensor(kept_bins(n_keep, n_out), device=x.device)
+    out_shape = list(x.shape)
+    out_shape[axis] = n_out
+    out = torch.zeros(out_shape, dtype=spec.dtype, device=x.device).index_copy(axis, idx_out, spec.index_select(axis, idx_in))
+    return torch.fft.ifft(out, dim=axis).real * (n_out / n_in)
+
+
+def fourier_resample(x: np.ndarray | torch.Tensor, shape: Sequence[int], axes: Sequence[int]) -> np.ndarray | torch.Tensor:
     """Resample ``x`` to ``shape`` along ``axes`` by truncating or zero-filling k-space.
 
     Args:
-        x: real array (any number of dimensions).
+        x: real array (any number of dimensions), or a real float tensor.
         shape: new size for each axis in ``axes``.
         axes: the axes to resample; other axes are untouched.
 
     Returns:
-        float64 array. Down-sampling is what a scanner with a smaller matrix over the same field of view
+        for an array: a float64 array; for a tensor: a tensor of its dtype on its device, differentiable
+        (the same operator, computed with ``torch.fft``; a training loss can go through it).
+        Down-sampling is what a scanner with a smaller matrix over the same field of view
         reconstructs (sinc point-spread function); up-sampling is ideal band-limited interpolation.
         Intensities keep their units (a constant image stays the same constant).
     """
     if len(shape) != len(axes):
         raise ValueError(f"shape {list(shape)} and axes {list(axes)} must have the same length")
-    out = np.asarray(x, dtype=np.float64)
+    is_tensor = isinstance(x, torch.Tensor)
+    if is_tensor and not x.is_floating_point():
+        raise ValueError(f"fourier_resample needs a real float tensor, got {x.dtype}")
+    out = x if is_tensor else np.asarray(x, dtype=np.float64)
     for n, ax in zip(shape, axes):
         if int(n) < 1:
             raise ValueError(f"output size must be positive, got {n} for axis {ax}")
-        out = _resample_axis(out, ax, int(n))
+        out = _resample_axis_torch(out, ax % out.ndim, int(n)) if is_tensor else _resample_axis(out, ax, int(n))
     return out
 
 

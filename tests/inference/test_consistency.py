@@ -73,3 +73,32 @@ def test_inferer_output_is_consistent_with_its_input(ensemble):
 def test_inferer_refuses_a_bad_data_consistency():
     with pytest.raises(ValueError, match="data_consistency"):
         SliceWiseInferer(data_consistency=2.0)
+
+
+@pytest.mark.parametrize("shape,new", [((3, 20, 17), (10, 9)), ((2, 9, 8), (18, 16)), ((2, 31, 30), (62, 60))])
+def test_torch_fourier_resample_is_the_numpy_operator(shape, new):
+    x = np.random.default_rng(2).normal(size=shape)
+    ref = fourier_resample(x, new, (1, 2))
+    np.testing.assert_allclose(fourier_resample(torch.from_numpy(x), new, (1, 2)).numpy(), ref, atol=1e-12)
+    got32 = fourier_resample(torch.from_numpy(x).float(), new, (-2, -1))
+    assert got32.dtype == torch.float32
+    np.testing.assert_allclose(got32.numpy(), ref, atol=1e-5)
+
+
+def test_acquired_band_loss_reaches_the_network_only_outside_the_band():
+    from monai_sr.training.losses import AcquiredBandLoss
+
+    rng = np.random.default_rng(3)
+    hr = torch.from_numpy(rng.random((2, 1, 32, 32))).float()
+    lr = fourier_resample(hr, (16, 16), (-2, -1))
+    sr = torch.from_numpy(rng.random((2, 1, 32, 32))).float().requires_grad_()
+    AcquiredBandLoss(band_weight=0.0)(sr, lr, hr).backward()
+    grad = sr.grad.double().numpy()
+    assert np.abs(grad).max() > 0
+    # the gradient has no component in the measured band: truncating it onto the input's grid gives zero
+    assert np.abs(fourier_resample(grad, (16, 16), (-2, -1))).max() < 1e-6 * np.abs(grad).max()
+    # a network that is right outside the band and wrong inside it has (almost) no loss ...
+    wrong_inside = hr + fourier_resample(torch.from_numpy(rng.normal(size=(2, 1, 16, 16))).float(), (32, 32), (-2, -1))
+    assert AcquiredBandLoss(0.0)(wrong_inside, lr, hr) < 1e-5
+    # ... unless the unprojected term is weighted in
+    assert AcquiredBandLoss(0.1)(wrong_inside, lr, hr) > 1e-3
