@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -212,6 +212,12 @@ class NiftiSliceWriter:
     Every slice ``0 .. Z-1`` must be written once before the block ends; otherwise OutputError and
     nothing is left behind.
 
+    Slices go into an uncompressed temporary file (any order). For ``.nii.gz`` a background thread
+    gzips (level 1, as nibabel) the leading run of written slices while the caller computes the next
+    ones (a NIfTI-1 volume is Fortran-ordered, so slice ``k`` is one contiguous block and the file is
+    its slices in order): zlib releases the GIL, so on a machine with a spare core the compression of
+    a volume written in slice order costs little more than that of its last slab.
+
     Examples::
 
         with NiftiSliceWriter("out.nii.gz", affine=geo.affine, shape=geo.shape[1:]) as w:
@@ -249,7 +255,35 @@ class NiftiSliceWriter:
             f.write(b"\0" * (offset - f.tell()))
             f.truncate(offset + 4 * int(np.prod(self.shape)))
         self._data = np.memmap(self._raw, dtype="<f4", mode="r+", offset=offset, shape=self.shape, order="F")
+        self._compressor = None
+        if self._raw != self._tmp:
+            self._cond = threading.Condition()
+            self._abort, self._error = False, None
+            self._compressor = threading.Thread(target=self._compress, args=(offset,), name="nifti-gzip", daemon=True)
+            self._compressor.start()
         return self
+
+    def _compress(self, offset: int) -> None:
+        """Background thread: gzip the header and every slice, in order, as soon as it is written."""
+        x, y, z = self.shape
+        try:
+            planes = np.memmap(self._raw, dtype=np.uint8, mode="r", offset=offset, shape=(z, 4 * x * y))
+            with open(self._raw, "rb") as src, gzip.open(self._tmp, "wb", compresslevel=1) as dst:
+                dst.write(src.read(offset))
+                k = 0
+                while k < z:
+                    with self._cond:
+                        self._cond.wait_for(lambda: self._abort or self._done[k])
+                        if self._abort:
+                            return
+                        j = k
+                        while j < z and self._done[j]:
+                            j += 1
+                    dst.write(planes[k:j])
+                    k = j
+            del planes
+        except BaseException as exc:  # re-raised in the caller's thread by __exit__
+            self._error = exc
 
     def write_slice(self, k: int, plane: np.ndarray) -> None:
         """Slice ``k`` (float ``(X, Y)``)."""
@@ -262,24 +296,36 @@ class NiftiSliceWriter:
             raise OutputError(f"slice index {k} outside 0..{self.shape[2] - 1}", path=self.path)
         first = not self._done.any()
         self._data[:, :, k] = plane
-        self._done[k] = True
+        if self._compressor is not None:
+            with self._cond:
+                self._done[k] = True
+                self._cond.notify()
+        else:
+            self._done[k] = True
         if first:
             pause_point("writing")  # the tests' kill -9 moment (no effect without $MONAI_SR_TEST_PAUSE)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         stack, self._stack = self._stack, None
         with stack:  # atomic_output: renames onto the target on success, removes the temporary otherwise
-            self._data.flush()
+            missing = np.flatnonzero(~self._done)
+            if self._compressor is not None:
+                if exc is not None or missing.size:
+                    with self._cond:
+                        self._abort = True
+                        self._cond.notify()
+                self._compressor.join()
+            else:
+                self._data.flush()
             del self._data
             if exc is not None:
                 raise exc
-            missing = np.flatnonzero(~self._done)
             if missing.size:
                 raise OutputError(
                     f"{missing.size} slice(s) never written (first {missing[0]}); nothing was written", path=self.path
                 )
-            if self._raw != self._tmp:
-                with open(self._raw, "rb") as src, gzip.open(self._tmp, "wb", compresslevel=1) as dst:
-                    shutil.copyfileobj(src, dst, length=16 * 2**20)
+            if self._compressor is not None:
+                if self._error is not None:
+                    raise OutputError(f"cannot write the compressed file ({self._error})", path=self.path) from self._error
                 self._raw.unlink()
         return False

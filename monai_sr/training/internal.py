@@ -120,6 +120,7 @@ def fit_on_volume(
     log: Callable[[str], None] | None = None,
     log_every: int = 50,
     clock: Callable[[], float] = time.perf_counter,
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[nn.Module, FitRecord]:
     """Fine-tune ``network`` in place on batches of ``pair_source`` until a budget is spent.
 
@@ -138,6 +139,8 @@ def fit_on_volume(
         log: called with a progress line every ``log_every`` steps and at the end (default: this
             module's logger at INFO).
         clock: seconds for the time budget (default ``time.perf_counter``; tests pass a step counter).
+        loss: ``loss(output, input, target)`` (default: L1 of output and target), e.g.
+            :class:`monai_sr.training.losses.AcquiredBandLoss` for a network run with data consistency.
 
     Returns:
         ``(network, record)``: the same network object in eval mode and a :class:`FitRecord`.
@@ -170,11 +173,11 @@ def fit_on_volume(
             x, y = pair_source.batch(batch_size)
             x = torch.as_tensor(x, device=device)
             y = torch.as_tensor(y, device=device)
-            loss = nn.functional.l1_loss(network(x), y)
+            value = loss(network(x), x, y) if loss is not None else nn.functional.l1_loss(network(x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(value.detach()))
             if log_every and len(losses) % log_every == 0:
                 log(f"per-volume fit: step {len(losses)}, loss {np.mean(losses[-log_every:]):.5f}, "
                     f"{clock() - t0:.1f} s")
@@ -254,6 +257,10 @@ class _VolumeFit:
         no guard here: the whole image and no score (a hook with a guard overrides this)."""
         return image, None, ""
 
+    def loss(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The fit's ``loss(output, input, target)`` (None: L1, see :func:`fit_on_volume`)."""
+        return None
+
     def fallback(self, network: nn.Module) -> nn.Module | None:
         """What the guard uses instead of any network that does not beat it on the held-out part (None:
         no fallback)."""
@@ -272,7 +279,7 @@ class _VolumeFit:
         fitted = copy.deepcopy(network)
         fitted, record = fit_on_volume(
             fitted, source, steps=self.steps, seconds=self.seconds, lr=self.lr, batch_size=self.batch_size,
-            seed=self.seed, threads=self.threads,
+            seed=self.seed, threads=self.threads, loss=self.loss(),
         )
         record.setup_seconds = setup
         note = (f"per-volume fit ({type(self).__name__}): {record.steps} steps in {record.seconds:.0f} s "
@@ -316,6 +323,9 @@ class InternalLearning(_VolumeFit):
             scores go to the notes and the :class:`FitRecord`.
         guard_consistent: score the held-out slices after data consistency (as the inferer with
             ``data_consistency`` runs the network).
+        fit_consistent: fit behind the data-consistency projection
+            (:class:`monai_sr.training.losses.AcquiredBandLoss`): the loss reaches the network only outside
+            the band each training input measured, as the inferer with ``data_consistency`` uses it.
         fallback_zero_filled: with the guard, use zero-filled k-space interpolation
             (:class:`~monai_sr.inference.baselines.ZeroFilledInterpolation`) instead of the network when
             it scores at least as well on the held-out part: the output is then never worse there than
@@ -333,6 +343,7 @@ class InternalLearning(_VolumeFit):
     axis: int = 2
     guard: bool = True
     guard_consistent: bool = True
+    fit_consistent: bool = False
     fallback_zero_filled: bool = True
 
     def __post_init__(self) -> None:
@@ -346,6 +357,11 @@ class InternalLearning(_VolumeFit):
         factor = self._factor(network)
         return (torch.from_numpy(np.ascontiguousarray(train))[None],
                 lambda net: held_out_psnr(net, held, self.axis, factor, consistent=self.guard_consistent), how)
+
+    def loss(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        from monai_sr.training.losses import AcquiredBandLoss
+
+        return AcquiredBandLoss() if self.fit_consistent else None
 
     def fallback(self, network: nn.Module) -> nn.Module | None:
         return ZeroFilledInterpolation(self._factor(network)) if self.fallback_zero_filled else None
