@@ -35,7 +35,7 @@ from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet
 from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, shared_data_dir, verified_path
 from monai_sr.training.losses import AcquiredBandLoss
-from monai_sr.training.pairs import DegradedStack, PairSampler, normalise_volume, split_volume
+from monai_sr.training.pairs import DegradedStack, PairSampler, SpectralShaping, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
 from monai_sr.training.trainer import save_atomic, train_step
 from monai_sr.validation.metrics import psnr
@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slab", type=float, nargs=2, default=[0.60, 0.72], help="held-out axial slab, fractions of S")
     p.add_argument("--noise-prob", type=float, default=0.2)
     p.add_argument("--noise-sigma", type=float, default=0.02, help="largest Rician sigma on the LR (normalised units)")
+    p.add_argument("--shaping", type=float, default=0.0, metavar="PROB",
+                   help="probability of a random k-space attenuation of each training slice (SpectralShaping)")
     p.add_argument("--init", default=None, help="start from these weights (a plain state_dict): fine-tuning")
     p.add_argument("--dc-loss", type=float, default=None, metavar="BAND_WEIGHT",
                    help="train behind the data-consistency projection (AcquiredBandLoss with this weight on the "
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     train_stacks, val_stacks = load_data(paths, tuple(args.slab), lr_size)
     sampler = PairSampler(train_stacks, lr_size=lr_size, seed=args.seed, noise_prob=args.noise_prob,
-                          noise_sigma=args.noise_sigma)
+                          noise_sigma=args.noise_sigma,
+                          shaping=SpectralShaping(prob=args.shaping) if args.shaping > 0 else None)
     LOG.info("%d training stacks (%d slices), %d validation slices, prepared in %.1f s", len(sampler.stacks),
              sum(s.lr.shape[0] for s in sampler.stacks), sum(s.lr.shape[0] for s in val_stacks), time.time() - t0)
 

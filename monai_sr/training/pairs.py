@@ -18,7 +18,7 @@ into training pairs, not even through the sinc ringing of the truncation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +29,7 @@ from monai_sr.transforms.artefacts import rician_noise
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.transforms.kspace import fourier_resample
 
-__all__ = ["DegradedStack", "PairSampler", "split_volume", "normalise_volume"]
+__all__ = ["DegradedStack", "PairSampler", "SpectralShaping", "split_volume", "normalise_volume"]
 
 
 def normalise_volume(volume: np.ndarray) -> np.ndarray:
@@ -84,6 +84,60 @@ class DegradedStack:
         return lr, hr
 
 
+@dataclass
+class SpectralShaping:
+    """Random k-space attenuation of a whole training slice, the same filter on its HR and LR twins.
+
+    Real scans differ from the training templates in how much detail they carry near their own Nyquist
+    frequency: scanners apodise k-space (Hamming, Tukey, Fermi windows), reconstructions interpolate
+    (FreeSurfer-conformed volumes, zero-filled interpolation), so the out-of-band detail a network should
+    add varies per scan. With probability ``prob`` a draw picks one of:
+
+    * a Gaussian blur of ``sigma`` in ``[0, max_sigma]`` HR pixels: ``W(k) = exp(-2 pi^2 sigma^2 (k / N)^2)``;
+    * a cosine taper from 1 at ``|k| = a N / 2`` to a floor ``b`` at the HR Nyquist frequency, with ``a``
+      in ``[0.3, 0.8]`` and ``b`` in ``[0, 0.6]`` (an acquisition window on the HR grid);
+
+    independently per in-plane axis, with ``k`` the signed integer frequency (cycles per field of view)
+    and ``N`` the HR size of that axis. The filter depends on ``k`` only, so the LR slice (``N / f`` points,
+    its bins are the HR slice's central bins) gets exactly the response of its bins: the pair stays
+    ``LR = T(HR)``. The network learns to read, from the band it is given, how much detail the scan has
+    beyond it.
+    """
+
+    prob: float = 0.5
+    max_sigma: float = 0.8
+
+    def response(self, rng: np.random.Generator, n_hr: int) -> Callable[[np.ndarray], np.ndarray]:
+        """One random response ``W(k)`` (a function of integer frequencies) for an axis of ``n_hr`` HR points."""
+        if rng.random() < 0.5:
+            sigma = float(rng.uniform(0.0, self.max_sigma))
+            return lambda k: np.exp(-2.0 * np.pi**2 * sigma**2 * (k / n_hr) ** 2)
+        a, b = float(rng.uniform(0.3, 0.8)), float(rng.uniform(0.0, 0.6))
+
+        def taper(k: np.ndarray) -> np.ndarray:
+            f = np.abs(k) / (n_hr / 2.0)
+            t = np.clip((f - a) / (1.0 - a), 0.0, 1.0)
+            return b + (1.0 - b) * 0.5 * (1.0 + np.cos(np.pi * t))
+
+        return taper
+
+    def __call__(self, rng: np.random.Generator, hr: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(hr, lr)`` slices ``(a, b)`` and ``(a / f, b / f)`` filtered by one random draw (or returned as
+        they are, with probability ``1 - prob``)."""
+        if rng.random() >= self.prob:
+            return hr, lr
+        out = []
+        responses = [self.response(rng, n) for n in hr.shape]
+        for img in (hr, lr):
+            spec = np.fft.fft2(img)
+            for axis, w in enumerate(responses):
+                n = img.shape[axis]
+                k = np.fft.fftfreq(n, d=1.0 / n)
+                spec *= w(k).reshape((-1, 1) if axis == 0 else (1, -1))
+            out.append(np.fft.ifft2(spec).real.astype(np.float32))
+        return out[0], out[1]
+
+
 class PairSampler:
     """Random aligned (LR, HR) crops from :class:`DegradedStack` s, with augmentation.
 
@@ -94,6 +148,7 @@ class PairSampler:
     flips/transposes (applied to both images; they keep the field-of-view alignment), an intensity
     factor in ``[1 - jitter, 1 + jitter]`` applied to both (k-space truncation is linear), and with
     probability ``noise_prob`` Rician noise of ``sigma`` in ``[0, noise_sigma]`` on the LR only.
+    ``shaping`` (:class:`SpectralShaping`) filters the drawn whole slice pair first.
 
     Examples::
 
@@ -113,6 +168,7 @@ class PairSampler:
         noise_prob: float = 0.2,
         noise_sigma: float = 0.02,
         max_tries: int = 50,
+        shaping: SpectralShaping | None = None,
     ) -> None:
         lr_size = check_positive_int("lr_size", lr_size)
         factors = {s.factor for s in stacks}
@@ -130,6 +186,7 @@ class PairSampler:
         self.noise_prob = noise_prob
         self.noise_sigma = noise_sigma
         self.max_tries = max_tries
+        self.shaping = shaping
         self.rng = np.random.default_rng(seed)
 
     def _draw(self) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +195,11 @@ class PairSampler:
             self.rng, [s.hr for s in self.stacks], (p, p), (f, f), weights=self.weights,
             min_foreground=self.min_foreground, foreground_level=self.foreground_level, max_tries=self.max_tries,
         )
-        return self.stacks[c.source].crop(c.k, c.i, c.j, p)
+        stack = self.stacks[c.source]
+        if self.shaping is None:
+            return stack.crop(c.k, c.i, c.j, p)
+        hr, lr = self.shaping(self.rng, stack.hr[c.k], stack.lr[c.k])
+        return DegradedStack(hr=hr[None], lr=lr[None], factor=f).crop(0, c.i, c.j, p)
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """One augmented pair: LR ``(p, p)`` and HR ``(f p, f p)``, float32."""
