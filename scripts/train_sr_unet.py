@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noise-sigma", type=float, default=0.02, help="largest Rician sigma on the LR (normalised units)")
     p.add_argument("--shaping", type=float, default=0.0, metavar="PROB",
                    help="probability of a random k-space attenuation of each training slice (SpectralShaping)")
+    p.add_argument("--shaping-sigma", type=float, default=0.8, help="largest Gaussian blur of the shaping, HR pixels")
     p.add_argument("--init", default=None, help="start from these weights (a plain state_dict): fine-tuning")
     p.add_argument("--dc-loss", type=float, default=None, metavar="BAND_WEIGHT",
                    help="train behind the data-consistency projection (AcquiredBandLoss with this weight on the "
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     train_stacks, val_stacks = load_data(paths, tuple(args.slab), lr_size)
     sampler = PairSampler(train_stacks, lr_size=lr_size, seed=args.seed, noise_prob=args.noise_prob,
                           noise_sigma=args.noise_sigma,
-                          shaping=SpectralShaping(prob=args.shaping) if args.shaping > 0 else None)
+                          shaping=SpectralShaping(prob=args.shaping, max_sigma=args.shaping_sigma) if args.shaping > 0 else None)
     LOG.info("%d training stacks (%d slices), %d validation slices, prepared in %.1f s", len(sampler.stacks),
              sum(s.lr.shape[0] for s in sampler.stacks), sum(s.lr.shape[0] for s in val_stacks), time.time() - t0)
 

@@ -51,18 +51,22 @@ def project_acquired_band(sr: torch.Tensor, lr: torch.Tensor, *, weight: float =
     if any(a % b for a, b in zip(hi, lo)) or any(a < b for a, b in zip(hi, lo)):
         raise ValueError(f"sr planes {hi} are not an integer multiple of lr planes {lo}")
     # In k-space of the fine grid, ZF(T(y)) keeps y's bins of the measured band (the two field-of-view
-    # ramps cancel) and ZF(x) is x's spectrum, ramped and scaled, placed on those bins: one FFT of each
-    # plane and one inverse, instead of the four one-axis resamplings of the formula.
+    # ramps cancel) and ZF(x) is x's spectrum, ramped and scaled, placed on those bins: one real FFT of
+    # each plane and one inverse, instead of the four one-axis resamplings of the formula. The last axis
+    # holds only the non-negative frequencies (rfft); the kept band is symmetric, so that is all of it.
     dtype = torch.float32 if sr.device.type == "mps" or sr.dtype != torch.float64 else torch.float64
     lead = sr.shape[:-2]
     y = sr.to(dtype).reshape(-1, *hi)
     x = lr.detach().to(sr.device, dtype).reshape(-1, *lo)
-    spec_y = torch.fft.fft2(y)
-    spec_x = torch.fft.fft2(x)
-    rows_hi, cols_hi = (torch.as_tensor(kept_bins(n, m), device=sr.device) for n, m in zip(lo, hi))
-    rows_lo, cols_lo = (torch.as_tensor(kept_bins(n, n), device=sr.device) for n in lo)
-    ramp = [torch.as_tensor(fov_ramp(n, m) * (m / n), dtype=spec_x.dtype, device=sr.device) for n, m in zip(lo, hi)]
-    measured = (spec_x * ramp[0][:, None] * ramp[1][None, :])[:, rows_lo[:, None], cols_lo[None, :]]
+    spec_y = torch.fft.rfft2(y)
+    spec_x = torch.fft.rfft2(x)
+    n_cols = (lo[1] + 1) // 2  # kept non-negative column frequencies 0 .. n_cols - 1
+    rows_hi = torch.as_tensor(kept_bins(lo[0], hi[0]), device=sr.device)[:, None]
+    rows_lo = torch.as_tensor(kept_bins(lo[0], lo[0]), device=sr.device)[:, None]
+    cols = torch.arange(n_cols, device=sr.device)[None, :]
+    ramp_rows = torch.as_tensor(fov_ramp(lo[0], hi[0]) * (hi[0] / lo[0]), dtype=spec_x.dtype, device=sr.device)
+    ramp_cols = torch.as_tensor(fov_ramp(lo[1], hi[1])[:n_cols] * (hi[1] / lo[1]), dtype=spec_x.dtype, device=sr.device)
+    measured = (spec_x[:, :, :n_cols] * ramp_rows[:, None] * ramp_cols[None, :])[:, rows_lo, cols]
     delta = torch.zeros_like(spec_y)
-    delta[:, rows_hi[:, None], cols_hi[None, :]] = weight * (measured - spec_y[:, rows_hi[:, None], cols_hi[None, :]])
-    return (y + torch.fft.ifft2(delta).real).reshape(*lead, *hi).float()
+    delta[:, rows_hi, cols] = weight * (measured - spec_y[:, rows_hi, cols])
+    return (y + torch.fft.irfft2(delta, s=hi)).reshape(*lead, *hi).float()
