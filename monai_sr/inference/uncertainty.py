@@ -1,9 +1,10 @@
 """Where a super-resolved image is unsure: the spread of the geometric self-ensemble.
 
 :func:`ensemble_members` runs a :class:`~monai_sr.inference.SliceWiseInferer`'s network once per flip
-``g`` of the slices' two in-plane axes (identity, vertical, horizontal, both), each on ``g(input)`` and
-mapped back by ``g``, with the inferer's own data consistency, precision and batching (its self-ensemble
-switched off: the members *are* the ensemble). Their mean is what ``self_ensemble="flips"`` returns;
+``g`` of the slices' two in-plane axes (identity, vertical, horizontal, both; with ``self_ensemble="full"``
+their transposes too), each on ``g(input)`` and mapped back by ``g``, with the inferer's own data
+consistency, precision and batching (its self-ensemble switched off: the members *are* the ensemble).
+Their mean is what the inferer's ``self_ensemble`` (``flips`` or ``full``) returns;
 :func:`ensemble_spread` is their per-voxel standard deviation on the output grid, in the image's units.
 
 What it measures and what it does not: the spread is large where the network's answer depends on the
@@ -32,7 +33,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_sr.errors import ModelError
-from monai_sr.inference.base import SelfEnsemble
+from monai_sr.inference.base import SelfEnsemble, network_scale
 from monai_sr.inference.slicewise import SliceWiseInferer
 
 __all__ = [
@@ -61,17 +62,31 @@ def check_ensemble_inferer(inferer: object, bundle: str | None = None) -> SliceW
         "mri_sr_selfsupervised and mri_denoise_dncnn are not supported); use mri_sr_unet or leave the map out")
 
 
+def members_of(inferer: SliceWiseInferer, network: nn.Module) -> list[tuple[tuple[int, ...], bool]]:
+    """The ensemble's transforms as ``(flipped dims of (C, X, Y, Z), transposed)``: the 4 flips of the
+    slices' in-plane axes, and their transposes too when the inferer's ``self_ensemble`` is ``full`` and
+    the network's in-plane scale is square (as :func:`~monai_sr.inference.base.self_ensemble_forward`)."""
+    scale = network_scale(network)
+    square = len(scale) == 2 and scale[0] == scale[1]
+    transposes = (False, True) if inferer.self_ensemble == SelfEnsemble.FULL and square else (False,)
+    return [(dims, t) for t in transposes for dims in FLIPS]
+
+
 def iter_members(image: MetaTensor, network: nn.Module, inferer: SliceWiseInferer) -> Iterator[MetaTensor]:
-    """The four flipped-and-back results of ``network`` on ``image`` ``(1, X, Y, Z)`` (slices along
-    axis 2, the inferer's axis), one at a time, each a MetaTensor on the output grid."""
+    """The flipped(-and-transposed)-and-back results of ``network`` on ``image`` ``(1, X, Y, Z)`` (slices
+    along axis 2, the inferer's axis; :func:`members_of`), one at a time, each a MetaTensor on the output
+    grid. A transposed member runs on the slices with X and Y swapped under the same affine (the scale is
+    square, so the output grid's affine is the same) and is swapped back."""
     check_ensemble_inferer(inferer)
     single = copy.copy(inferer)
     single.self_ensemble = SelfEnsemble.NONE
     meta = {k: v for k, v in image.meta.items() if k not in ("affine", "original_affine")}
-    for dims in FLIPS:
-        flipped = torch.flip(image.as_tensor(), dims) if dims else image.as_tensor()
-        out = single(MetaTensor(flipped, affine=image.affine, meta=dict(meta)), network)  # MetaTensor adds "affine" to it
-        yield MetaTensor(torch.flip(out.as_tensor(), dims) if dims else out.as_tensor(), meta=out.meta)
+    for dims, transpose in members_of(inferer, network):
+        g = torch.flip(image.as_tensor(), dims) if dims else image.as_tensor()
+        g = g.transpose(1, 2).contiguous() if transpose else g
+        out = single(MetaTensor(g, affine=image.affine, meta=dict(meta)), network)  # MetaTensor adds "affine" to it
+        y = out.as_tensor().transpose(1, 2) if transpose else out.as_tensor()
+        yield MetaTensor(torch.flip(y, dims) if dims else y.contiguous(), meta=out.meta)
 
 
 def ensemble_members(image: MetaTensor, network: nn.Module, inferer: SliceWiseInferer) -> list[MetaTensor]:
@@ -86,7 +101,7 @@ def ensemble_spread(members: list[MetaTensor]) -> MetaTensor:
 
 
 def ensemble_mean_and_spread(image: MetaTensor, network: nn.Module, inferer: SliceWiseInferer) -> tuple[MetaTensor, MetaTensor]:
-    """``(mean, spread)`` of :func:`iter_members`: the result ``self_ensemble="flips"`` gives and its
+    """``(mean, spread)`` of :func:`iter_members`: the result the inferer's self-ensemble gives and its
     per-voxel population standard deviation, both float32 MetaTensors on the output grid (meta of the
     first member, RAS affine), in the units of ``image``. Running sums in float64: memory is the two
     results, one member and the float64 accumulators' share of one volume each."""
@@ -100,7 +115,7 @@ def ensemble_mean_and_spread(image: MetaTensor, network: nn.Module, inferer: Sli
         delta = x - mean
         mean += delta / n
         m2 += delta * (x - mean)
-    spread = (m2 / len(FLIPS)).clamp_min_(0).sqrt_()
+    spread = (m2 / n).clamp_min_(0).sqrt_()
     return MetaTensor(mean.float(), meta=meta), MetaTensor(spread.float(), meta=dict(meta))
 
 
@@ -122,6 +137,6 @@ def zero_map_note(spread_peak: float, result_peak: float) -> str | None:
     the result is wrong."""
     if spread_peak > 1e-5 * abs(result_peak):
         return None
-    return ("the uncertainty map is zero everywhere: the 4 flips gave the same result, as a flip-equivariant "
+    return ("the uncertainty map is zero everywhere: the ensemble's members gave the same result, as a flip-equivariant "
             "network (e.g. the zero-filled interpolation a guarded fit fell back to) always does; it says nothing "
             "about the error here")
