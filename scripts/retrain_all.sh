@@ -3,7 +3,7 @@
 # bundle's own evaluate.json (issue 15). One command per bundle:
 #
 #   scripts/retrain_all.sh mri_sr_selfsupervised   # body (4000 steps) + heads for x2, 3, 5, 6, 7, 8
-#   scripts/retrain_all.sh mri_sr_unet             # 11,000 steps
+#   scripts/retrain_all.sh mri_sr_unet             # 11,000 steps, then a 6,000-step shaped fine-tune
 #   scripts/retrain_all.sh mri_denoise_dncnn       # stages 1-3 (train.json) + domain-randomised 4a, 4b
 #   scripts/retrain_all.sh                         # all three, shortest first
 #
@@ -18,6 +18,7 @@ set -euo pipefail
 
 PY=${PYTHON:-.venv/bin/python}
 RUNS=${RETRAIN_DIR:-runs/retrain}
+SR_SHAPING="--shaping 1.0 --shaping-sigma 3.0"  # mri_sr_unet 0.4.0's recipe (docs/training.md)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 log() { echo "$(date -u '+%F %T') retrain: $*"; }
@@ -77,11 +78,17 @@ retrain_mri_sr_selfsupervised() {
 retrain_mri_sr_unet() {
     local out=$RUNS/mri_sr_unet
     mkdir -p "$out"
-    if [[ ! -f $out/model.pt ]]; then
-        log "mri_sr_unet: 11,000 steps"
+    if [[ ! -f $out/base.pt ]]; then
+        log "mri_sr_unet: stage 1, 11,000 steps (models/model_0.3.pt)"
         "$PY" scripts/train_sr_unet.py --out "$out" --steps 11000 --batch-size 16 --patch 96 --lr 1e-3 --seed 0 \
-            --val-every 1000 --ckpt-every 500 --log-every 100 --threads 1 --resume --export "$out/model.pt" \
+            --val-every 1000 --ckpt-every 500 --log-every 100 --threads 1 --resume --export "$out/base.pt" \
             >> "$out/nohup.out" 2>&1
+    fi
+    if [[ ! -f $out/model.pt ]]; then
+        log "mri_sr_unet: stage 2, 6,000 steps fine-tuned with spectral shaping behind data consistency (models/model.pt)"
+        "$PY" scripts/train_sr_unet.py --out "$out/shaped" --steps 6000 --batch-size 16 --patch 96 --lr 3e-4 \
+            --warmup 100 --seed 0 --init "$out/base.pt" $SR_SHAPING --dc-loss 0.1 --val-every 1000 --ckpt-every 500 \
+            --log-every 200 --threads 1 --resume --export "$out/model.pt" >> "$out/nohup_shaped.out" 2>&1
     fi
     evaluate_both mri_sr_unet "$out/model.pt"
 }

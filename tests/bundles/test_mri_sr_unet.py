@@ -111,7 +111,7 @@ def test_cli_runs_the_same_bundle(small_series, tmp_path):
 def test_self_ensemble_switch_reaches_the_inferer():
     from monai_sr.bundles import load_inference_parts
 
-    assert load_inference_parts(BUNDLE)["inferer"].self_ensemble == "flips"  # the default: 4 flips
+    assert load_inference_parts(BUNDLE)["inferer"].self_ensemble == "full"  # the default: 8 flips and transposes
     assert load_inference_parts(BUNDLE, self_ensemble="true")["inferer"].self_ensemble == "full"
     assert load_inference_parts(BUNDLE, self_ensemble="false")["inferer"].self_ensemble == "none"
     assert load_inference_parts(BUNDLE, self_ensemble="FULL")["inferer"].self_ensemble == "full"
