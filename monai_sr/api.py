@@ -96,8 +96,8 @@ def enhance_image(
     meta carries the input's and ``monai_sr_notes`` (what the hook decided). The input is not changed.
 
     ``uncertainty=True`` (a slice-wise bundle): returns ``(result, spread)``, the result being the mean of
-    the four flips' results and ``spread`` their standard deviation per voxel, in the image's units
-    (:mod:`monai_sr.inference.uncertainty`).
+    the self-ensemble members' results (8 flips/transposes by default) and ``spread`` their standard
+    deviation per voxel, in the image's units (:mod:`monai_sr.inference.uncertainty`).
     """
     if not isinstance(image, MetaTensor):
         raise InputError(f"expected a MetaTensor with an affine, got {type(image).__name__}")
