@@ -225,10 +225,10 @@ class NiftiSliceWriter:
     nothing is left behind.
 
     Slices go into an uncompressed temporary file (any order). For ``.nii.gz`` a background thread
-    gzips (level 1, as nibabel; ISA-L's deflate, see :func:`_gzip_open`) the leading run of written slices while the caller computes the next
-    ones (a NIfTI-1 volume is Fortran-ordered, so slice ``k`` is one contiguous block and the file is
-    its slices in order): deflate releases the GIL, so the compression of a volume written in slice
-    order costs little more than that of its last slab.
+    gzips (level 1, as nibabel; ISA-L's deflate, see :func:`_gzip_open`) the leading run of written
+    slices while the caller computes the next ones (a NIfTI-1 volume is Fortran-ordered, so slice ``k``
+    is one contiguous block and the file is its slices in order): deflate releases the GIL, so the
+    compression of a volume written in slice order costs little more than that of its last slab.
 
     Examples::
 
@@ -293,7 +293,6 @@ class NiftiSliceWriter:
                             j += 1
                     dst.write(planes[k:j])
                     k = j
-            del planes
         except BaseException as exc:  # re-raised in the caller's thread by __exit__
             self._error = exc
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_sr.inference.consistency import project_acquired_band
+
 __all__ = [
     "spatial_consistency_loss",
     "exposure_control_loss",
@@ -165,8 +167,6 @@ class AcquiredBandLoss(nn.Module):
         self.band_weight = float(band_weight)
 
     def forward(self, sr: torch.Tensor, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        from monai_sr.inference.consistency import project_acquired_band
-
         loss = F.l1_loss(project_acquired_band(sr.float(), lr), hr.float())
         if self.band_weight:
             loss = loss + self.band_weight * F.l1_loss(sr.float(), hr.float())
