@@ -47,27 +47,9 @@ def fov_ramp(n_in: int, n_out: int) -> np.ndarray:
     return np.exp(1j * np.pi * k * (n_in / n_out - 1.0) / n_in)
 
 
-def _resample_axis(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
-    n_in = x.shape[axis]
-    if n_out == n_in:
-        return x
-    shape = [1] * x.ndim
-    shape[axis] = n_in
-    spec = np.fft.fft(x, axis=axis) * fov_ramp(n_in, n_out).reshape(shape)
-    n_keep = min(n_in, n_out)
-    out_shape = list(x.shape)
-    out_shape[axis] = n_out
-    out = np.zeros(out_shape, dtype=np.complex128)
-    sl_in = [slice(None)] * x.ndim
-    sl_out = [slice(None)] * x.ndim
-    sl_in[axis] = kept_bins(n_keep, n_in)
-    sl_out[axis] = kept_bins(n_keep, n_out)
-    out[tuple(sl_out)] = spec[tuple(sl_in)]
-    return np.fft.ifft(out, axis=axis).real * (n_out / n_in)
-
-
-def _resample_axis_torch(x: torch.Tensor, axis: int, n_out: int) -> torch.Tensor:
-    """:func:`_resample_axis` in torch (same bins, same phase ramp), differentiable, on ``x``'s device."""
+def _resample_axis(x: torch.Tensor, axis: int, n_out: int) -> torch.Tensor:
+    """One axis of :func:`fourier_resample`: FFT, field-of-view phase ramp, keep or zero-fill the central
+    bins, inverse FFT; differentiable, on ``x``'s device, complex in ``x``'s precision."""
     n_in = x.shape[axis]
     if n_out == n_in:
         return x
@@ -104,12 +86,13 @@ def fourier_resample(x: np.ndarray | torch.Tensor, shape: Sequence[int], axes: S
     is_tensor = isinstance(x, torch.Tensor)
     if is_tensor and not x.is_floating_point():
         raise ValueError(f"fourier_resample needs a real float tensor, got {x.dtype}")
-    out = x if is_tensor else np.asarray(x, dtype=np.float64)
+    # One implementation for both: an array goes through torch.fft in float64 (no copy) and comes back.
+    out = x if is_tensor else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
     for n, ax in zip(shape, axes):
         if int(n) < 1:
             raise ValueError(f"output size must be positive, got {n} for axis {ax}")
-        out = _resample_axis_torch(out, ax % out.ndim, int(n)) if is_tensor else _resample_axis(out, ax, int(n))
-    return out
+        out = _resample_axis(out, ax % out.ndim, int(n))
+    return out if is_tensor else out.numpy()
 
 
 class KSpaceTruncation:
