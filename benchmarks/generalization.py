@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--method", action="append", default=[], metavar="NAME='ARGS'",
                    help="another method: a name and the monai-sr enhance options it adds")
     p.add_argument("--only", nargs="*", default=None, help="names of the methods to run (default: all)")
+    p.add_argument("--volumes", nargs="*", default=None, metavar="TEXT",
+                   help="score only the volumes whose name contains one of these (case-insensitive; default: all)")
+    p.add_argument("--no-timing", action="store_true", help="skip the 256 x 256 x 25 timing row")
     p.add_argument("--keep", default=None, help="keep the LR inputs and SR outputs in this folder")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = []
     for i, (name, kind, hr, affine) in enumerate(held_out(data_dir)):
+        if args.volumes and not any(t.lower() in name.lower() for t in args.volumes):
+            continue
         lr_img = KSpaceTruncation(factors=(2, 2), axes=(0, 1))(MetaTensor(torch.from_numpy(hr[None]), affine=torch.as_tensor(affine)))
         lr = lr_img[0].numpy()
         lr_path = work / f"case{i}_lr.nii.gz"
@@ -159,10 +164,13 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    s1 = next(v for v in held_out(data_dir) if v[0] == "S1 T1")
-    timing_in = work / "timing_256x256x25.nii.gz"
-    _save(s1[2][:256, :256], s1[3], timing_in)
-    timing = {m: round(run_cli([str(timing_in), str(work / f"timing_{m}.nii.gz"), "--overwrite", *o])[0], 1) for m, o in methods.items()}
+    timing = {}
+    if not args.no_timing:
+        s1 = next(v for v in held_out(data_dir) if v[0] == "S1 T1")
+        timing_in = work / "timing_256x256x25.nii.gz"
+        _save(s1[2][:256, :256], s1[3], timing_in)
+        timing = {m: round(run_cli([str(timing_in), str(work / f"timing_{m}.nii.gz"), "--overwrite", *o])[0], 1)
+                  for m, o in methods.items()}
 
     names = ["bicubic", *methods]
     lines = ["| volume | kind | zero-filled dB | " + " | ".join(f"{m} dB vs zero-filled" for m in names)
@@ -176,15 +184,18 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {}
     for kind in ("real", "synthetic", "all"):
         sel = [r for r in rows if kind == "all" or r["kind"] == kind]
+        if not sel:
+            continue
         summary[kind] = {m: {"mean": round(float(np.mean([r["gain_db"][m] for r in sel])), 3),
                              "min": round(float(np.min([r["gain_db"][m] for r in sel])), 3)} for m in names}
         lines.append(f"| **mean ({kind})** | | | " + " | ".join(f"{summary[kind][m]['mean']:+.2f}" for m in names)
                      + " |" * (2 * len(methods) + 1))
         lines.append(f"| **min volume ({kind})** | | | " + " | ".join(f"{summary[kind][m]['min']:+.2f}" for m in names)
                      + " |" * (2 * len(methods) + 1))
-    lines.append("")
-    lines.append("Whole command on a 256 x 256 x 25 input (x2 -> 512 x 512 x 25): "
-                 + ", ".join(f"{m} {s:.1f} s" for m, s in timing.items()))
+    if timing:
+        lines.append("")
+        lines.append("Whole command on a 256 x 256 x 25 input (x2 -> 512 x 512 x 25): "
+                     + ", ".join(f"{m} {s:.1f} s" for m, s in timing.items()))
     print("\n".join(lines))
     result = {"rows": rows, "summary": summary, "timing_256x256x25_s": timing, "methods": methods}
     if args.json:

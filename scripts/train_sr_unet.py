@@ -1,10 +1,12 @@
 """Train the 2D SR-UNet (x2 in-plane) on the shared training volumes.
 
-Training volumes: MNI152 2009a and the pydeface mean head (``$MONAI_SR_DATA``), checked against
-their sha256 in ``data_specs/shared_data.json``. Colin27 is held out (the demo/test volume) and is
-never read here. From each training volume an axial slab (``--slab``, fractions of the S axis) is
-held out for validation; pairs come from the rest, along all three axes (see
-:mod:`monai_sr.training.pairs`).
+Training files (``--train-files``, default MNI152 2009a and the pydeface mean head) come from the
+shared data folder (``$MONAI_SR_DATA``), each checked against its sha256 in
+``data_specs/shared_data.json``. Colin27 is held out (the demo/test volume) and is refused here. From
+each training volume an axial slab (``--slab``, fractions of the S axis) is held out for validation;
+pairs come from the rest, along all three axes (see :mod:`monai_sr.training.pairs`). A single 2D slice
+(a file with one slice) is used whole, in its own plane. ``NAME:SHARE`` gives a file a fixed share of
+the draws (otherwise files are drawn in proportion to their crop positions).
 
 Validation prints the PSNR (normalised units, ``data_range=1``) of the network and of bicubic
 interpolation (``F.interpolate(..., mode="bicubic", align_corners=False)``) on the slab's axial slices.
@@ -13,6 +15,8 @@ Examples::
 
     python scripts/train_sr_unet.py --out runs/sr_unet --steps 12000 --export runs/sr_unet/model.pt
     python scripts/train_sr_unet.py --out runs/sr_unet --steps 12000 --resume   # continue after a stop
+    python scripts/train_sr_unet.py --train-files mni152_2009a_t1_1mm.nii.gz pydeface_mean_head_t1.nii.gz \
+        pycortex_S1_T1.nii.gz:0.3 pydicomdata_MR2_UNCR_shoulder_T1SE_2D.nii.gz:0.1 ...
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/sr_unet", help="folder for checkpoints and train.log")
     p.add_argument("--data-dir", default=str(shared_data_dir()))
+    p.add_argument("--train-files", nargs="+", default=list(TRAINING_FILES), metavar="NAME[:SHARE]",
+                   help="training files of the shared data folder; NAME:SHARE fixes that file's share of the draws")
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--patch", type=int, default=96, help="HR patch size (even); the LR patch is half of it")
@@ -71,26 +77,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     p.add_argument("--export", default=None, help="write the final weights here as a plain state_dict")
     args = p.parse_args(argv)
+    try:
+        args.shares = parse_shares(args.train_files)
+    except ValueError as exc:
+        p.error(str(exc))
     if args.patch < 2 or args.patch % 2:
         p.error(f"--patch must be an even size >= 2, got {args.patch}")
     return args
 
 
-def verified_paths(data_dir: Path) -> list[Path]:
+HELD_OUT_FILES = ("colin27_t1_1mm.nii.gz",)  # never trained on, never used to choose a model
+
+
+def parse_shares(specs: list[str]) -> dict[str, float | None]:
+    """``["NAME", "NAME:0.2", ...]`` -> ``{NAME: None, NAME: 0.2}`` (None: drawn by crop positions)."""
+    out: dict[str, float | None] = {}
+    for spec in specs:
+        name, sep, share = spec.partition(":")
+        if name in HELD_OUT_FILES:
+            raise ValueError(f"{name} is held out (demo, tests and reports) and is never trained on")
+        if name in out:
+            raise ValueError(f"{name} is named twice in --train-files")
+        try:
+            out[name] = float(share) if sep else None
+        except ValueError:
+            raise ValueError(f"--train-files {spec!r}: the share after ':' must be a number") from None
+    return out
+
+
+def verified_paths(data_dir: Path, names: list[str]) -> list[Path]:
     """The training files, each checked against its sha256 in data_specs/shared_data.json."""
     try:
-        return [verified_path(name, data_dir, spec=DATA_SPEC) for name in TRAINING_FILES]
+        return [verified_path(name, data_dir, spec=DATA_SPEC) for name in names]
     except InputError as exc:
         raise SystemExit(str(exc)) from exc
 
 
-def load_data(paths: list[Path], slab: tuple[float, float], lr_size: int) -> tuple[list[DegradedStack], list[DegradedStack]]:
-    """Training stacks (three axes of each training part) and validation stacks (axial slab slices)."""
-    train, val = [], []
+def load_data(
+    paths: list[Path], slab: tuple[float, float], lr_size: int
+) -> tuple[list[DegradedStack], list[str], list[DegradedStack]]:
+    """Training stacks (three axes of each training part; a single 2D slice whole, in its plane), the
+    file name of each training stack, and validation stacks (axial slab slices of the 3D volumes)."""
+    train, groups, val = [], [], []
     for path in paths:
         img = nib.as_closest_canonical(nib.load(str(path)))  # RAS: axis 2 is inferior -> superior
         vol = normalise_volume(np.asarray(img.dataobj, dtype=np.float32))
+        if vol.ndim == 2:
+            vol = vol[..., None]
         n = vol.shape[2]
+        if n == 1:  # one 2D slice: all of it trains, in its own plane (k-space truncated in-plane)
+            crop = vol[: vol.shape[0] // 2 * 2, : vol.shape[1] // 2 * 2]
+            train.append(DegradedStack.from_volume(crop, 2))
+            groups.append(path.name)
+            LOG.info("%s: one %dx%d slice, all of it for training", path.name, *crop.shape[:2])
+            continue
         start, stop = int(round(slab[0] * n)), int(round(slab[1] * n))
         parts, held = split_volume(vol, axis=2, start=start, stop=stop)
         for part in parts:
@@ -98,11 +138,12 @@ def load_data(paths: list[Path], slab: tuple[float, float], lr_size: int) -> tup
                 others = [part.shape[a] for a in range(3) if a != axis]
                 if min(others) >= 2 * lr_size:
                     train.append(DegradedStack.from_volume(part, axis))
+                    groups.append(path.name)
         val_stack = DegradedStack.from_volume(held, axis=2)
         val.append(DegradedStack(hr=val_stack.hr[::2], lr=val_stack.lr[::2], factor=2))
         LOG.info("%s: shape %s, held-out axial slab [%d, %d), train parts %s", path.name, vol.shape, start, stop,
                  [p.shape for p in parts])
-    return train, val
+    return train, groups, val
 
 
 def validate(net: torch.nn.Module, stacks: list[DegradedStack], *, consistent: bool = False) -> tuple[float, float]:
@@ -136,13 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     LOG.info("args: %s", json.dumps(vars(args)))
 
-    paths = verified_paths(Path(args.data_dir))
+    paths = verified_paths(Path(args.data_dir), list(args.shares))
     lr_size = args.patch // 2
     t0 = time.time()
-    train_stacks, val_stacks = load_data(paths, tuple(args.slab), lr_size)
+    train_stacks, groups, val_stacks = load_data(paths, tuple(args.slab), lr_size)
     sampler = PairSampler(train_stacks, lr_size=lr_size, seed=args.seed, noise_prob=args.noise_prob,
                           noise_sigma=args.noise_sigma,
-                          shaping=SpectralShaping(prob=args.shaping, max_sigma=args.shaping_sigma) if args.shaping > 0 else None)
+                          shaping=SpectralShaping(prob=args.shaping, max_sigma=args.shaping_sigma) if args.shaping > 0 else None,
+                          groups=groups, shares={k: v for k, v in args.shares.items() if v is not None})
+    for name in args.shares:
+        LOG.info("draw share of %s: %.3f", name, sum(w for w, g in zip(sampler.weights, groups) if g == name))
     LOG.info("%d training stacks (%d slices), %d validation slices, prepared in %.1f s", len(sampler.stacks),
              sum(s.lr.shape[0] for s in sampler.stacks), sum(s.lr.shape[0] for s in val_stacks), time.time() - t0)
 

@@ -19,13 +19,13 @@ jitter)`` for the gain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["Crop", "draw_crop", "crop_weights", "volume_planes", "augment_pair"]
+__all__ = ["Crop", "draw_crop", "crop_weights", "share_weights", "volume_planes", "augment_pair"]
 
 Image = np.ndarray | torch.Tensor
 
@@ -51,6 +51,36 @@ def crop_weights(sources: Sequence[np.ndarray], size: tuple[int, int], factors: 
     (p, q), (fr, fc) = size, factors
     w = np.array([s.shape[0] * (s.shape[1] // fr - p + 1) * (s.shape[2] // fc - q + 1) for s in sources], np.float64)
     return w / w.sum()
+
+
+def share_weights(weights: np.ndarray, groups: Sequence[str], shares: Mapping[str, float]) -> np.ndarray:
+    """Re-weight per-source probabilities so that each group named in ``shares`` gets that fixed share.
+
+    ``weights``: one probability per source (e.g. :func:`crop_weights`); ``groups``: the group of each
+    source (e.g. the file it was cut from). A group in ``shares`` gets exactly its share of the draws,
+    split among its sources in proportion to ``weights``; the groups not named share what is left in
+    proportion to ``weights``. Returns probabilities summing to 1. Used to give a single 2D slice a say
+    next to volumes with thousands of slices.
+    """
+    w = np.asarray(weights, np.float64)
+    if len(groups) != len(w):
+        raise ValueError(f"{len(groups)} groups for {len(w)} sources")
+    unknown = sorted(set(shares) - set(groups))
+    if unknown:
+        raise ValueError(f"shares name groups that have no source: {unknown}")
+    if any(v < 0 for v in shares.values()) or sum(shares.values()) > 1 + 1e-9:
+        raise ValueError(f"shares must be >= 0 and sum to at most 1, got {dict(shares)}")
+    named = np.array([g in shares for g in groups])
+    rest = 1.0 - sum(shares.values())
+    if rest > 1e-9 and named.all():
+        raise ValueError(f"shares sum to {1 - rest:.3f} < 1 but every group is named")
+    out = np.zeros_like(w)
+    for g, share in shares.items():
+        idx = np.array([x == g for x in groups])
+        out[idx] = share * w[idx] / w[idx].sum()
+    if (~named).any():
+        out[~named] = rest * w[~named] / w[~named].sum()
+    return out / out.sum()
 
 
 def draw_crop(

@@ -18,13 +18,13 @@ into training pairs, not even through the sinc ringing of the truncation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from monai_sr.checks import check_positive_int
-from monai_sr.training.crops import augment_pair, crop_weights, draw_crop
+from monai_sr.training.crops import augment_pair, crop_weights, draw_crop, share_weights
 from monai_sr.transforms.artefacts import rician_noise
 from monai_sr.transforms.intensity import robust_max
 from monai_sr.transforms.kspace import fourier_resample
@@ -148,7 +148,9 @@ class PairSampler:
     flips/transposes (applied to both images; they keep the field-of-view alignment), an intensity
     factor in ``[1 - jitter, 1 + jitter]`` applied to both (k-space truncation is linear), and with
     probability ``noise_prob`` Rician noise of ``sigma`` in ``[0, noise_sigma]`` on the LR only.
-    ``shaping`` (:class:`SpectralShaping`) filters the drawn whole slice pair first.
+    ``shaping`` (:class:`SpectralShaping`) filters the drawn whole slice pair first. ``groups`` (one name
+    per stack, e.g. its file) with ``shares`` (group -> fixed share of the draws) re-weight the stacks
+    (:func:`monai_sr.training.crops.share_weights`).
 
     Examples::
 
@@ -169,16 +171,25 @@ class PairSampler:
         noise_sigma: float = 0.02,
         max_tries: int = 50,
         shaping: SpectralShaping | None = None,
+        groups: Sequence[str] | None = None,
+        shares: Mapping[str, float] | None = None,
     ) -> None:
         lr_size = check_positive_int("lr_size", lr_size)
+        if groups is not None and len(groups) != len(stacks):
+            raise ValueError(f"{len(groups)} groups for {len(stacks)} stacks")
         factors = {s.factor for s in stacks}
         if len(factors) > 1:
             raise ValueError(f"all stacks must share one factor, got {sorted(factors)}")
-        self.stacks = [s for s in stacks if s.lr.shape[1] >= lr_size and s.lr.shape[2] >= lr_size]
+        keep = [s.lr.shape[1] >= lr_size and s.lr.shape[2] >= lr_size for s in stacks]
+        self.stacks = [s for s, k in zip(stacks, keep) if k]
         if not self.stacks:
             raise ValueError(f"no stack has LR slices of at least {lr_size}x{lr_size}")
         self.factor = factors.pop()
         self.weights = crop_weights([s.hr for s in self.stacks], (lr_size, lr_size), (self.factor, self.factor))
+        if shares:
+            if groups is None:
+                raise ValueError("shares need groups (one group name per stack)")
+            self.weights = share_weights(self.weights, [g for g, k in zip(groups, keep) if k], shares)
         self.lr_size = lr_size
         self.min_foreground = min_foreground
         self.foreground_level = foreground_level

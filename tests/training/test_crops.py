@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_sr.training.crops import augment_pair, crop_weights, draw_crop, volume_planes
+from monai_sr.training.crops import augment_pair, crop_weights, draw_crop, share_weights, volume_planes
 
 
 def test_draw_crop_stays_inside_and_prefers_foreground():
@@ -47,3 +47,25 @@ def test_augment_pair_same_on_numpy_and_torch_and_keeps_alignment():
     r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
     a, _ = augment_pair(r1, np.zeros((2, 3)), np.zeros((2, 6)), transpose=True)
     assert a.shape == (2, 3) and r1.random() == [r2.random() for _ in range(4)][-1]
+
+
+def test_share_weights_gives_named_groups_their_share_and_splits_the_rest_by_weight():
+    w = np.array([0.5, 0.3, 0.15, 0.05])  # e.g. crop positions: two volumes' stacks and one small slice
+    out = share_weights(w, ["a", "a", "b", "slice"], {"slice": 0.25})
+    assert out.sum() == pytest.approx(1.0)
+    assert out[3] == pytest.approx(0.25)  # the 2D slice gets its share however few crops it has
+    assert out[:3] == pytest.approx(0.75 * w[:3] / w[:3].sum())  # the rest keep their proportions
+    two = share_weights(w, ["a", "a", "b", "slice"], {"a": 0.5, "slice": 0.1})
+    assert two[:2].sum() == pytest.approx(0.5) and two[0] / two[1] == pytest.approx(0.5 / 0.3)
+    assert two[2] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("shares, match", [
+    ({"nope": 0.1}, "no source"),
+    ({"a": 0.7, "b": 0.5}, "at most 1"),
+    ({"a": -0.1}, ">= 0"),
+    ({"a": 0.3, "b": 0.3}, "every group is named"),
+])
+def test_share_weights_refuses_impossible_shares(shares, match):
+    with pytest.raises(ValueError, match=match):
+        share_weights(np.array([0.5, 0.5]), ["a", "b"], shares)

@@ -4,6 +4,7 @@ random spectral shaping that imitates scanner apodisation and interpolation."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from monai_sr.training.pairs import DegradedStack, PairSampler, SpectralShaping
 from monai_sr.transforms.kspace import fourier_resample
@@ -47,3 +48,14 @@ def test_probability_zero_is_the_identity_and_sampler_uses_it():
     b_lr, b_hr = shaped.batch(4)
     assert a_lr.shape == b_lr.shape == (4, 1, 8, 8) and b_hr.shape == (4, 1, 16, 16)
     assert not np.allclose(a_hr, b_hr)
+
+
+def test_sampler_shares_draw_a_small_group_as_often_as_asked():
+    big, small = _stack(0, (64, 50, 8)), _stack(1, (64, 50, 1))
+    sampler = PairSampler([big, small], lr_size=8, seed=0, noise_prob=0.0, min_foreground=0.0,
+                          groups=["volume", "slice"], shares={"slice": 0.5})
+    assert sampler.weights == pytest.approx([0.5, 0.5])
+    plain = PairSampler([big, small], lr_size=8, seed=0, noise_prob=0.0, min_foreground=0.0)
+    assert plain.weights[1] == pytest.approx(1 / 9)
+    with pytest.raises(ValueError, match="groups"):
+        PairSampler([big, small], lr_size=8, shares={"slice": 0.5})
