@@ -275,15 +275,20 @@ def head_mask(ref: np.ndarray, *, fraction: float = 0.1, planar: bool = False) -
     """Foreground of a head MRI ``(X, Y, Z)``: voxels above ``fraction`` of the 99th percentile, closed,
     holes filled per slice, slightly dilated so edges count.
 
-    ``planar=True`` closes and dilates each slice (axis 2) on its own: for a few slices or a single one
-    (the 3D closing erodes the first and last slices of the stack, all of a single slice)."""
+    ``planar=True`` closes and dilates each slice (axis 2) on its own. The 3D closing sees the stack
+    continued by its first and last slices (edge padding along axis 2), so it does not erode the end
+    slices: a stack of a few slices keeps its foreground."""
     ref = np.asarray(ref, np.float32)
     thr = fraction * float(np.percentile(ref, 99))
     mask = ref > thr
     structure = ndimage.generate_binary_structure(3, 1)
+    iterations = 2
     if planar:
         structure[:, :, 0] = structure[:, :, 2] = False
-    mask = ndimage.binary_closing(mask, structure, iterations=2)
+        mask = ndimage.binary_closing(mask, structure, iterations=iterations)
+    else:  # scipy's closing erodes from outside the array (border_value 0): pad the stack's ends instead
+        padded = np.pad(mask, ((0, 0), (0, 0), (iterations, iterations)), mode="edge")
+        mask = ndimage.binary_closing(padded, structure, iterations=iterations)[:, :, iterations:-iterations]
     for k in range(mask.shape[2]):
         mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
     return ndimage.binary_dilation(mask, structure, iterations=2)
