@@ -1,7 +1,6 @@
 """In-plane x2 SR on held-out scans of other subjects, contrasts, anatomy and vendors, through the CLI.
 
-Each held-out volume (from the shared data folder, ``$MONAI_SR_DATA``; none of them is used for training
-or model selection, see ``data_specs/shared_data.json``) is made low-resolution the way a scanner with
+Each volume (from the shared data folder, ``$MONAI_SR_DATA``) is made low-resolution the way a scanner with
 half the matrix over the same field of view measures it: k-space truncated x2 in-plane with the
 field-of-view rule (:class:`monai_sr.transforms.kspace.KSpaceTruncation`), written as NIfTI. Then
 ``monai-sr enhance LR.nii.gz SR.nii.gz`` runs as a whole process once per method (default, ``--fast``,
@@ -11,7 +10,13 @@ is scored against the reference inside the foreground (:func:`monai_sr.validatio
 interpolation of the same input (the free physics baseline). Gains are over zero-filled; "min slice" is
 the smallest per-slice gain of that volume.
 
-Volumes (25 slices of each 3D scan; the 2D scans are single slices):
+Volumes (25 slices of each 3D scan; the 2D scans are single slices). Since mri_sr_unet 0.5.0 the bundle
+trains on S1, the shoulder and the abdomen (:data:`TRAINED_ON`; ``data_specs/shared_data.json``): their
+rows, and those of S1's remaps, say how well it fits its training scans and are marked "trained on";
+the held-out estimate for them is each one's cross-validation fold (``--fold NAME=WEIGHTS``: those
+rows run with a network trained without that scan, ``bundles/mri_sr_unet/models/cv/``, see
+``bundles/mri_sr_unet/docs/training.md``). Colin27 and its remaps are never trained on; the summary's
+"held out" rows average them alone.
 
 * real: Colin27 T1 (Debian ``mricron-data``), pycortex S1 T1 (another subject and scanner), a Philips
   shoulder T1 spin-echo slice at 0.195 mm and a Siemens abdomen T1 VIBE slice (``pydicom-data``);
@@ -25,6 +30,9 @@ Examples::
     python benchmarks/generalization.py                                   # default and --fast
     python benchmarks/generalization.py --method plain='--set data_consistency=false --set self_ensemble=none --fast'
     python benchmarks/generalization.py --json out/generalization.json --keep out/generalization
+    python benchmarks/generalization.py --fold S1=bundles/mri_sr_unet/models/cv/without_S1.pt \
+        --fold shoulder=bundles/mri_sr_unet/models/cv/without_shoulder.pt \
+        --fold abdomen=bundles/mri_sr_unet/models/cv/without_abdomen.pt       # cross-validated
 """
 
 from __future__ import annotations
@@ -57,6 +65,15 @@ REMAPS = {
     "FLAIR-like": [0.0, 0.1, 0.15, 0.3, 0.7, 0.8, 0.6, 0.5, 0.55],
 }
 N_SLICES = 25
+#: First word of the volume names (:func:`held_out`; S1's remaps included) whose scans the shipped
+#: mri_sr_unet weights were trained on since 0.5.0.
+TRAINED_ON = ("S1", "shoulder", "abdomen")
+
+
+def trained_on(name: str) -> bool:
+    """Whether the volume ``name`` (a row of :func:`held_out`) or the scan it was remapped from is in
+    the shipped mri_sr_unet's training data."""
+    return name.split()[0] in TRAINED_ON
 
 
 def _ras(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--only", nargs="*", default=None, help="names of the methods to run (default: all)")
     p.add_argument("--volumes", nargs="*", default=None, metavar="TEXT",
                    help="score only the volumes whose name contains one of these (case-insensitive; default: all)")
+    p.add_argument("--fold", action="append", default=[], metavar="NAME=WEIGHTS",
+                   help="cross-validation: for the volumes whose name starts with NAME (S1, shoulder, abdomen), every "
+                        "method runs with --set ckpt_path=WEIGHTS, a network trained without that scan")
     p.add_argument("--no-timing", action="store_true", help="skip the 256 x 256 x 25 timing row")
     p.add_argument("--keep", default=None, help="keep the LR inputs and SR outputs in this folder")
     p.add_argument("--json", default=None)
@@ -130,6 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
         methods[name] = shlex.split(opts)
     if args.only:
         methods = {k: v for k, v in methods.items() if k in args.only}
+    folds = {}
+    for spec in args.fold:
+        name, sep, weights = spec.partition("=")
+        if not sep or name not in TRAINED_ON or not Path(weights).is_file():
+            p.error(f"--fold {spec!r}: expected NAME=WEIGHTS with NAME one of {TRAINED_ON} and WEIGHTS an existing file")
+        folds[name] = ["--set", f"ckpt_path={Path(weights).resolve()}"]
     data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="generalization_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -150,14 +176,16 @@ def main(argv: list[str] | None = None) -> dict:
         seconds, notes = {}, {}
         for method, opts in methods.items():
             out = work / f"case{i}_{method}.nii.gz"
-            seconds[method], notes[method] = run_cli([str(lr_path), str(out), "--overwrite", *opts])
+            fold = folds.get(name.split()[0], [])
+            seconds[method], notes[method] = run_cli([str(lr_path), str(out), "--overwrite", *opts, *fold])
             img = nib.load(str(out))
             if img.shape[:3] != ref.shape or not np.allclose(img.affine, affine, atol=1e-3):
                 raise SystemExit(f"{out}: not on the reference grid ({img.shape} vs {ref.shape})")
             preds[method] = np.asarray(img.dataobj, dtype=np.float64).reshape(ref.shape)
         scores = {m: psnr(v, ref, data_range=data_range, mask=mask) for m, v in preds.items()}
         zf_slices = slice_psnrs(preds["zero-filled"], ref, mask, data_range)
-        row = {"volume": name, "kind": kind, "shape": list(ref.shape), "psnr_zero_filled": round(scores["zero-filled"], 3),
+        row = {"volume": name, "kind": kind, "trained_on": trained_on(name) and not folds.get(name.split()[0]),
+               "fold_weights": folds.get(name.split()[0], [None])[-1], "shape": list(ref.shape), "psnr_zero_filled": round(scores["zero-filled"], 3),
                "gain_db": {m: round(scores[m] - scores["zero-filled"], 3) for m in preds if m != "zero-filled"},
                "min_slice_gain_db": {m: round(float(np.min(slice_psnrs(preds[m], ref, mask, data_range) - zf_slices)), 3) for m in methods},
                "seconds": {m: round(s, 1) for m, s in seconds.items()}, "notes": notes}
@@ -177,13 +205,14 @@ def main(argv: list[str] | None = None) -> dict:
              + " | " + " | ".join(f"{m} min slice" for m in methods) + " | " + " | ".join(f"{m} s" for m in methods) + " |",
              "|" + "---|" * (3 + len(names) + 2 * len(methods))]
     for r in rows:
-        lines.append(f"| {r['volume']} | {r['kind']} | {r['psnr_zero_filled']:.2f} | "
+        status = ", trained on" if r["trained_on"] else ", its fold" if r["fold_weights"] else ""
+        lines.append(f"| {r['volume']} | {r['kind']}{status} | {r['psnr_zero_filled']:.2f} | "
                      + " | ".join(f"{r['gain_db'][m]:+.2f}" for m in names) + " | "
                      + " | ".join(f"{r['min_slice_gain_db'][m]:+.2f}" for m in methods) + " | "
                      + " | ".join(f"{r['seconds'][m]:.1f}" for m in methods) + " |")
     summary = {}
-    for kind in ("real", "synthetic", "all"):
-        sel = [r for r in rows if kind == "all" or r["kind"] == kind]
+    for kind in ("real", "synthetic", "all", "held out"):
+        sel = [r for r in rows if kind == "all" or r["kind"] == kind or (kind == "held out" and not r["trained_on"])]
         if not sel:
             continue
         summary[kind] = {m: {"mean": round(float(np.mean([r["gain_db"][m] for r in sel])), 3),
@@ -197,7 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append("Whole command on a 256 x 256 x 25 input (x2 -> 512 x 512 x 25): "
                      + ", ".join(f"{m} {s:.1f} s" for m, s in timing.items()))
     print("\n".join(lines))
-    result = {"rows": rows, "summary": summary, "timing_256x256x25_s": timing, "methods": methods}
+    result = {"rows": rows, "summary": summary, "timing_256x256x25_s": timing, "methods": methods,
+              "folds": {k: v[-1] for k, v in folds.items()}}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

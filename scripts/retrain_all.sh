@@ -3,7 +3,7 @@
 # bundle's own evaluate.json (issue 15). One command per bundle:
 #
 #   scripts/retrain_all.sh mri_sr_selfsupervised   # body (4000 steps) + heads for x2, 3, 5, 6, 7, 8
-#   scripts/retrain_all.sh mri_sr_unet             # 11,000 steps, then a 6,000-step shaped fine-tune
+#   scripts/retrain_all.sh mri_sr_unet             # 11,000 steps, then a 6,000-step shaped fine-tune with real scans
 #   scripts/retrain_all.sh mri_denoise_dncnn       # stages 1-3 (train.json) + domain-randomised 4a, 4b
 #   scripts/retrain_all.sh                         # all three, shortest first
 #
@@ -18,7 +18,11 @@ set -euo pipefail
 
 PY=${PYTHON:-.venv/bin/python}
 RUNS=${RETRAIN_DIR:-runs/retrain}
-SR_SHAPING="--shaping 1.0 --shaping-sigma 3.0"  # mri_sr_unet 0.4.0's recipe (docs/training.md)
+SR_SHAPING="--shaping 1.0 --shaping-sigma 3.0"  # mri_sr_unet's stage 2 since 0.4.0 (docs/training.md)
+# stage 2's training files since 0.5.0: the two templates (drawn by crop positions) and three real scans
+# with fixed shares of the draws
+SR_FILES="mni152_2009a_t1_1mm.nii.gz pydeface_mean_head_t1.nii.gz pycortex_S1_T1.nii.gz:0.3
+    pydicomdata_MR2_UNCR_shoulder_T1SE_2D.nii.gz:0.1 pydicomdata_MR-SIEMENS_abdomen_T1vibe_2D.nii.gz:0.1"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 log() { echo "$(date -u '+%F %T') retrain: $*"; }
@@ -85,9 +89,10 @@ retrain_mri_sr_unet() {
             >> "$out/nohup.out" 2>&1
     fi
     if [[ ! -f $out/model.pt ]]; then
-        log "mri_sr_unet: stage 2, 6,000 steps fine-tuned with spectral shaping behind data consistency (models/model.pt)"
+        log "mri_sr_unet: stage 2, 6,000 steps fine-tuned on templates + real scans with spectral shaping behind data consistency (models/model.pt)"
+        # shellcheck disable=SC2086  # SR_SHAPING and SR_FILES are word lists
         "$PY" scripts/train_sr_unet.py --out "$out/shaped" --steps 6000 --batch-size 16 --patch 96 --lr 3e-4 \
-            --warmup 100 --seed 0 --init "$out/base.pt" $SR_SHAPING --dc-loss 0.1 --val-every 1000 --ckpt-every 500 \
+            --warmup 100 --seed 0 --init "$out/base.pt" $SR_SHAPING --train-files $SR_FILES --dc-loss 0.1 --val-every 1000 --ckpt-every 500 \
             --log-every 200 --threads 1 --resume --export "$out/model.pt" >> "$out/nohup_shaped.out" 2>&1
     fi
     evaluate_both mri_sr_unet "$out/model.pt"

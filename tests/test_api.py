@@ -74,10 +74,12 @@ def test_superresolved_in_a_pipeline(volume, bundle):
     assert torch.equal(img.as_tensor(), torch.from_numpy(volume[None]))  # the input is untouched
 
 
-def test_default_runs_the_guarded_fit_and_says_so(volume):
+def test_the_fit_runs_guarded_when_asked_and_says_so(volume):
     img = MetaTensor(torch.from_numpy(volume[None]), affine=torch.as_tensor(AFFINE))
-    out = monai_sr.enhance(img, **{"internal_learning_fit#steps": 3})
+    out = monai_sr.enhance(img, internal_learning=True, **{"internal_learning_fit#steps": 3})
     assert any("guard (" in n for n in out.meta["monai_sr_notes"])
+    default = monai_sr.enhance(img)  # mri_sr_unet 0.5.0: no fit by default
+    assert not any("per-volume fit" in n for n in default.meta["monai_sr_notes"])
 
 
 def test_bad_inputs():

@@ -191,9 +191,9 @@ def test_folder_datastore(studies: Path, tmp_path: Path) -> None:
         assert not np.allclose(ref, np.asarray(small.dataobj), atol=1e-3)  # it did change the image
         assert params["bundle"] == "mri_denoise_dncnn" and any("noise sigma" in n for n in params["notes"])
 
-        fitted = server.infer("mri_sr_unet", "small", output="json")  # the default: the guarded per-volume fit
-        assert fitted.status_code == 200, fitted.text
-        assert any(n.startswith("per-volume fit") and "guard" in n for n in fitted.json()["notes"]), fitted.json()
+        default = server.infer("mri_sr_unet", "small", output="json")  # the default (0.5.0: no per-volume fit)
+        assert default.status_code == 200, default.text
+        assert not any(n.startswith("per-volume fit") for n in default.json()["notes"]), default.json()
 
         unknown_image = server.infer("mri_sr_unet", "no_such_image")
         assert unknown_image.status_code == 404 and "no_such_image" in unknown_image.json()["detail"]
