@@ -11,8 +11,8 @@ the manifest):
   ``MONAI_SR_THREADS_PER_RANK`` = 1 or 2 (the default is cores / ranks).
 
 Settings: ``--fast --set self_ensemble=none`` (the pretrained network, data consistency and bf16
-``auto`` on) unless ``--default`` (per-volume fit and self-ensemble: more work per case; the fit itself
-runs on 1 thread). Printed per configuration: wall time, cases per hour over the whole command, the mean
+``auto`` on) unless ``--default`` (the bundle's defaults: the 8-member self-ensemble since mri_sr_unet
+0.5.0, before it also the per-volume fit: more work per case). Printed per configuration: wall time, cases per hour over the whole command, the mean
 per-case seconds the manifest records (without start-up), and the efficiency = throughput / (throughput
 of 1 x 1 x the threads used in all). The load average before and after is printed.
 

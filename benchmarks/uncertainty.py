@@ -1,8 +1,9 @@
 """How well the uncertainty map ranks the real error, on the held-out scans of ``generalization.py``.
 
-For each held-out volume (:func:`benchmarks.generalization.held_out`; real and synthetic contrasts,
-none used in training), the k-space-truncated x2 input goes through ``monai_sr.enhance(...,
-uncertainty=True)`` (the default bundle, guarded fit included) and, inside the foreground (planar head
+For each volume of :func:`benchmarks.generalization.held_out` (real and synthetic contrasts; since
+mri_sr_unet 0.5.0 its weights train on S1, the shoulder and the abdomen, see that module), the
+k-space-truncated x2 input goes through ``monai_sr.enhance(..., uncertainty=True)`` (the default bundle;
+the guarded fit was part of it until 0.5.0) and, inside the foreground (planar head
 mask), the map is compared with the absolute error of the result against the reference:
 
 * Spearman rank correlation per volume between the map and the absolute error (0: no ranking);

@@ -11,8 +11,9 @@ scaled back, saved with nibabel. Its module imports only what that script needs.
 
 Ours, each a separate process:
 
-* ``default``: ``monai-sr enhance SERIES OUT.nii.gz`` (per-volume fit, 8-member self-ensemble since 0.4.0, data
-  consistency, bf16 autocast where the CPU has native bf16) -- more work than the baseline does;
+* ``default``: ``monai-sr enhance SERIES OUT.nii.gz`` (8-member self-ensemble since 0.4.0, the per-volume fit
+  until 0.5.0, data consistency, bf16 autocast where the CPU has native bf16) -- more work than the
+  baseline does;
 * ``like-for-like``: ``--fast --set self_ensemble=none`` (no fit, no ensemble; data consistency and
   bf16 ``auto`` stay on);
 * ``like-for-like fp32``: the same with ``--set inferer#amp=null`` (float32, as the baseline);

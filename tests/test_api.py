@@ -179,8 +179,9 @@ def test_superresolved_in_a_compose_equals_the_cli_and_inverts(tmp_path, bundle)
 
 
 def test_uncertainty_is_near_zero_on_a_constant_and_larger_on_an_edge(bundle):
-    """The real network on a constant volume: the four flips nearly agree (the residue is the network's
-    border handling, under 0.5 % of the intensity); a step edge has a much larger spread than flat tissue.
+    """The real network on a constant volume: the members nearly agree (the residue is the network's
+    border handling: 0.52 % of the intensity at the outer rows with the 0.5.0 weights, 0.11 % from four output
+    pixels in, 0.06 % from eight in); a step edge has a much larger spread than flat tissue.
     An ensemble whose members agree exactly (a flip-equivariant interpolator) has a spread of exactly 0."""
     from monai_sr.inference import ZeroFilledInterpolation
     from monai_sr.inference.uncertainty import ensemble_mean_and_spread
@@ -188,7 +189,8 @@ def test_uncertainty_is_near_zero_on_a_constant_and_larger_on_an_edge(bundle):
     affine = torch.as_tensor(np.diag([1.2, 1.1, 3.0, 1.0]))
     constant = MetaTensor(torch.full((1, 32, 32, 3), 200.0), affine=affine)
     result, spread = monai_sr.enhance(constant, bundle=bundle, uncertainty=True)
-    assert float(spread.max()) < 0.005 * 200 and abs(float(result.mean()) - 200) < 1.0
+    assert float(spread.max()) < 0.01 * 200 and abs(float(result.mean()) - 200) < 1.0
+    assert float(spread[0, 4:-4, 4:-4].max()) < 0.002 * 200  # away from the border, nearly nothing
     _, exact = ensemble_mean_and_spread(constant, ZeroFilledInterpolation(2), bundle.inferer)
     assert float(exact.max()) < 1e-4
 
