@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
                           shaping=SpectralShaping(prob=args.shaping, max_sigma=args.shaping_sigma) if args.shaping > 0 else None,
                           groups=groups, shares={k: v for k, v in args.shares.items() if v is not None})
     for name in args.shares:
-        LOG.info("draw share of %s: %.3f", name, sum(w for w, g in zip(sampler.weights, groups) if g == name))
+        LOG.info("draw share of %s: %.3f", name, sum(w for w, g in zip(sampler.weights, sampler.groups) if g == name))
     LOG.info("%d training stacks (%d slices), %d validation slices, prepared in %.1f s", len(sampler.stacks),
              sum(s.lr.shape[0] for s in sampler.stacks), sum(s.lr.shape[0] for s in val_stacks), time.time() - t0)
 

@@ -185,11 +185,12 @@ class PairSampler:
         if not self.stacks:
             raise ValueError(f"no stack has LR slices of at least {lr_size}x{lr_size}")
         self.factor = factors.pop()
+        self.groups = None if groups is None else [g for g, k in zip(groups, keep) if k]  # of the kept stacks
         self.weights = crop_weights([s.hr for s in self.stacks], (lr_size, lr_size), (self.factor, self.factor))
         if shares:
-            if groups is None:
+            if self.groups is None:
                 raise ValueError("shares need groups (one group name per stack)")
-            self.weights = share_weights(self.weights, [g for g, k in zip(groups, keep) if k], shares)
+            self.weights = share_weights(self.weights, self.groups, shares)
         self.lr_size = lr_size
         self.min_foreground = min_foreground
         self.foreground_level = foreground_level
