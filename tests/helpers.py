@@ -17,6 +17,16 @@ SAMPLE_REFERENCE = REPO / "data" / "sample" / "colin27_t1_oblique_reference_1mm.
 MONAI_SR = Path(sys.executable).with_name("monai-sr")
 
 
+def load_script(name: str):
+    """The module of ``scripts/NAME.py`` (the scripts folder is not a package), freshly executed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def require_tool(name: str) -> str:
     """Path of an external tool; skip the test when it is missing (CI installs them all)."""
     path = shutil.which(name)

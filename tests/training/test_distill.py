@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from data_volumes import data_file
+from helpers import load_script
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from torch.utils.data import DataLoader
@@ -172,13 +172,7 @@ def test_freeze():
 
 
 def _script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "distill_mobile_sr.py"
-    spec = importlib.util.spec_from_file_location("distill_mobile_sr", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("distill_mobile_sr")
 
 
 def test_cached_pairs_equal_the_shared_pair_maker():

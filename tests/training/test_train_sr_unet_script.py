@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import load_script
 
 
 def _script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "train_sr_unet.py"
-    spec = importlib.util.spec_from_file_location("train_sr_unet", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_sr_unet")
 
 
 def test_train_files_take_optional_shares():
