@@ -14,9 +14,9 @@ Volumes (25 slices of each 3D scan; the 2D scans are single slices). Since mri_s
 trains on S1, the shoulder and the abdomen (:data:`TRAINED_ON`; ``data_specs/shared_data.json``): their
 rows, and those of S1's remaps, say how well it fits its training scans and are marked "trained on";
 the held-out estimate for them is each one's cross-validation fold (``--fold NAME=WEIGHTS``: those
-rows run with a network trained without that scan, ``bundles/mri_sr_unet/models/cv/``, see
+rows run with a network trained without that scan, ``benchmarks/cv_weights/``, see
 ``bundles/mri_sr_unet/docs/training.md``). Colin27 and its remaps are never trained on; the summary's
-"held out" rows average them alone.
+"held out" rows average the rows not marked "trained on" (fold rows included).
 
 * real: Colin27 T1 (Debian ``mricron-data``), pycortex S1 T1 (another subject and scanner), a Philips
   shoulder T1 spin-echo slice at 0.195 mm and a Siemens abdomen T1 VIBE slice (``pydicom-data``);
@@ -30,9 +30,9 @@ Examples::
     python benchmarks/generalization.py                                   # default and --fast
     python benchmarks/generalization.py --method plain='--set data_consistency=false --set self_ensemble=none --fast'
     python benchmarks/generalization.py --json out/generalization.json --keep out/generalization
-    python benchmarks/generalization.py --fold S1=bundles/mri_sr_unet/models/cv/without_S1.pt \
-        --fold shoulder=bundles/mri_sr_unet/models/cv/without_shoulder.pt \
-        --fold abdomen=bundles/mri_sr_unet/models/cv/without_abdomen.pt       # cross-validated
+    python benchmarks/generalization.py --fold S1=benchmarks/cv_weights/mri_sr_unet_without_S1.pt \
+        --fold shoulder=benchmarks/cv_weights/mri_sr_unet_without_shoulder.pt \
+        --fold abdomen=benchmarks/cv_weights/mri_sr_unet_without_abdomen.pt   # cross-validated
 """
 
 from __future__ import annotations
@@ -150,12 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
         methods[name] = shlex.split(opts)
     if args.only:
         methods = {k: v for k, v in methods.items() if k in args.only}
-    folds = {}
+    folds: dict[str, Path] = {}  # first word of a volume name -> the weights of its fold
     for spec in args.fold:
         name, sep, weights = spec.partition("=")
         if not sep or name not in TRAINED_ON or not Path(weights).is_file():
             p.error(f"--fold {spec!r}: expected NAME=WEIGHTS with NAME one of {TRAINED_ON} and WEIGHTS an existing file")
-        folds[name] = ["--set", f"ckpt_path={Path(weights).resolve()}"]
+        folds[name] = Path(weights).resolve()
     data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="generalization_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -174,18 +174,19 @@ def main(argv: list[str] | None = None) -> dict:
         data_range = float(ref.max() - ref.min())
         preds = {"zero-filled": zero_filled(lr, 2), "bicubic": bicubic(lr, 2)}
         seconds, notes = {}, {}
+        fold = folds.get(name.split()[0])
+        fold_opts = ["--set", f"ckpt_path={fold}"] if fold else []
         for method, opts in methods.items():
             out = work / f"case{i}_{method}.nii.gz"
-            fold = folds.get(name.split()[0], [])
-            seconds[method], notes[method] = run_cli([str(lr_path), str(out), "--overwrite", *opts, *fold])
+            seconds[method], notes[method] = run_cli([str(lr_path), str(out), "--overwrite", *opts, *fold_opts])
             img = nib.load(str(out))
             if img.shape[:3] != ref.shape or not np.allclose(img.affine, affine, atol=1e-3):
                 raise SystemExit(f"{out}: not on the reference grid ({img.shape} vs {ref.shape})")
             preds[method] = np.asarray(img.dataobj, dtype=np.float64).reshape(ref.shape)
         scores = {m: psnr(v, ref, data_range=data_range, mask=mask) for m, v in preds.items()}
         zf_slices = slice_psnrs(preds["zero-filled"], ref, mask, data_range)
-        row = {"volume": name, "kind": kind, "trained_on": trained_on(name) and not folds.get(name.split()[0]),
-               "fold_weights": folds.get(name.split()[0], [None])[-1], "shape": list(ref.shape), "psnr_zero_filled": round(scores["zero-filled"], 3),
+        row = {"volume": name, "kind": kind, "trained_on": trained_on(name) and fold is None,
+               "fold_weights": str(fold) if fold else None, "shape": list(ref.shape), "psnr_zero_filled": round(scores["zero-filled"], 3),
                "gain_db": {m: round(scores[m] - scores["zero-filled"], 3) for m in preds if m != "zero-filled"},
                "min_slice_gain_db": {m: round(float(np.min(slice_psnrs(preds[m], ref, mask, data_range) - zf_slices)), 3) for m in methods},
                "seconds": {m: round(s, 1) for m, s in seconds.items()}, "notes": notes}
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                      + ", ".join(f"{m} {s:.1f} s" for m, s in timing.items()))
     print("\n".join(lines))
     result = {"rows": rows, "summary": summary, "timing_256x256x25_s": timing, "methods": methods,
-              "folds": {k: v[-1] for k, v in folds.items()}}
+              "folds": {k: str(v) for k, v in folds.items()}}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
