@@ -86,15 +86,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-HELD_OUT_FILES = ("colin27_t1_1mm.nii.gz",)  # never trained on, never used to choose a model
+def held_out_files() -> set[str]:
+    """The files whose role in ``data_specs/shared_data.json`` is "held out" (Colin27): never trained on."""
+    return {e["path"] for e in json.loads(Path(DATA_SPEC).read_text())["files"] if e["role"].startswith("held out")}
 
 
 def parse_shares(specs: list[str]) -> dict[str, float | None]:
     """``["NAME", "NAME:0.2", ...]`` -> ``{NAME: None, NAME: 0.2}`` (None: drawn by crop positions)."""
     out: dict[str, float | None] = {}
+    held_out = held_out_files()
     for spec in specs:
         name, sep, share = spec.partition(":")
-        if name in HELD_OUT_FILES:
+        if name in held_out:
             raise ValueError(f"{name} is held out (demo, tests and reports) and is never trained on")
         if name in out:
             raise ValueError(f"{name} is named twice in --train-files")
