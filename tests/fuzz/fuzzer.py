@@ -1,7 +1,7 @@
 """An in-process fuzzer of monai_sr's DICOM reading: header parsing, series discovery and stacking, pixels.
 
-Each case starts from a seed series (:func:`make_seeds`: made by code from ``data/sample/`` and from
-pydicom's own test files), mutates it (:class:`Mutator`: element edits through pydicom, then byte edits
+Each case starts from a seed series (:func:`make_seeds`: the committed corpus under ``tests/fuzz/corpus/``,
+made once from ``data/sample/`` by ``--write-corpus``, and pydicom's own test files), mutates it (:class:`Mutator`: element edits through pydicom, then byte edits
 of the encoded files, dropped and doubled files) and reads the result with the calls ``monai-sr enhance``
 makes (:func:`read_case`: ``find_series`` -> the series listing -> ``open_volume`` (``order_series``,
 ``series_meta``) -> every slice's real values -> ``source_headers``). A case ends as
@@ -24,6 +24,12 @@ Usage (``make fuzz`` runs the first line)::
     python tests/fuzz/fuzzer.py --cases 100000 --seed 0 --out out/fuzz
     python tests/fuzz/fuzzer.py --cases 2000 --seed 0 --json      # the summary as one JSON line
     python tests/fuzz/fuzzer.py --seed 0 --replay 1234             # one case again, traceback shown
+    python tests/fuzz/fuzzer.py --write-corpus                     # remake tests/fuzz/corpus/ (see below)
+
+The sample seeds are committed bytes, not remade on every run: our writers put the time of day and UIDs in
+them and format decimal strings from float geometry whose last digits differ between CPUs, so bytes made
+on another machine have other lengths, and a saved recipe's byte offsets would hit other elements there.
+Remaking the corpus invalidates the byte offsets of the saved regressions.
 """
 
 from __future__ import annotations
@@ -74,6 +80,11 @@ PYDICOM_SEEDS = (
     "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_padded.dcm", "MR_small_expb.dcm",
     "emri_small.dcm", "emri_small_RLE.dcm", "emri_small_big_endian.dcm",
 )
+
+
+#: The committed sample seeds, one folder each, in the order the mutator numbers them.
+CORPUS = Path(__file__).resolve().with_name("corpus")
+SAMPLE_SEEDS = ("sample_siemens", "sample_philips_quirks", "sample_enhanced")
 
 
 def _sample_seeds(scratch: Path) -> list[Seed]:
@@ -147,11 +158,38 @@ def _placed(path: str) -> bytes:
     return buf.getvalue()
 
 
-def make_seeds() -> list[Seed]:
-    """The seed corpus, made by code (deterministic: same files on every run); every seed is read whole
-    as it is (tested)."""
+def write_corpus(folder: Path = CORPUS) -> list[Path]:
+    """Remake the committed sample seeds under ``folder`` from ``data/sample/``; returns the seed folders."""
     with tempfile.TemporaryDirectory(prefix="monai_sr_fuzz_seeds_") as tmp:
-        return _sample_seeds(Path(tmp)) + _pydicom_seeds()
+        made = _sample_seeds(Path(tmp))
+    written = []
+    for seed in made:
+        target = folder / seed.name
+        if target.exists():
+            for old in target.iterdir():
+                old.unlink()
+        target.mkdir(parents=True, exist_ok=True)
+        for fname, data in seed.files.items():
+            (target / fname).write_bytes(data)
+        written.append(target)
+    return written
+
+
+def _corpus_seeds() -> list[Seed]:
+    seeds = []
+    for name in SAMPLE_SEEDS:
+        folder = CORPUS / name
+        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+        if not files:
+            raise FileNotFoundError(f"fuzz seed {name} missing under {CORPUS} (python tests/fuzz/fuzzer.py --write-corpus)")
+        seeds.append(Seed(name, files))
+    return seeds
+
+
+def make_seeds() -> list[Seed]:
+    """The seed corpus: the committed sample seeds (the same bytes on every machine) and pydicom's test
+    files (fixed by pydicom's version); every seed is read whole as it is (tested)."""
+    return _corpus_seeds() + _pydicom_seeds()
 
 
 # ------------------------------------------------------------------------------------------- mutation
@@ -678,7 +716,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", type=int, default=0, help="print a line every N cases")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.add_argument("--replay", type=int, default=None, help="build and read case N again, traceback shown")
+    p.add_argument("--write-corpus", action="store_true",
+                   help="remake tests/fuzz/corpus/ from data/sample/ (moves the saved regressions' byte offsets)")
     args = p.parse_args(argv)
+    if args.write_corpus:
+        for folder in write_corpus():
+            print(folder)
+        return 0
     seeds = make_seeds()
     _limit_memory(args.memory_mib)
     if args.replay is not None:
