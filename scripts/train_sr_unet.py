@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from monai_sr.errors import InputError
 from monai_sr.inference.consistency import project_acquired_band
-from monai_sr.networks import SRUNet
+from monai_sr.networks import SRUNet, SwinIRLight
 from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, shared_data_dir, verified_path
 from monai_sr.training.losses import AcquiredBandLoss
 from monai_sr.training.pairs import DegradedStack, PairSampler, SpectralShaping, normalise_volume, split_volume
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay to 1%% of it)")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", choices=("srunet", "swinir"), default="srunet",
+                   help="srunet: SRUNet(channels=--channels); swinir: SwinIRLight() (issue 12's transformer lever)")
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--slab", type=float, nargs=2, default=[0.60, 0.72], help="held-out axial slab, fractions of S")
     p.add_argument("--noise-prob", type=float, default=0.2)
@@ -71,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="train behind the data-consistency projection (AcquiredBandLoss with this weight on the "
                         "unprojected L1); validation then scores the projected output, as inference runs it")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget of the training steps: stop (checkpoint, export) when it is spent")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=500)
@@ -193,9 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     LOG.info("%d training stacks (%d slices), %d validation slices, prepared in %.1f s", len(sampler.stacks),
              sum(s.lr.shape[0] for s in sampler.stacks), sum(s.lr.shape[0] for s in val_stacks), time.time() - t0)
 
-    net = SRUNet(2, 1, 1, scale=2, channels=tuple(args.channels))
-    LOG.info("SRUNet(2, 1, 1, scale=2, channels=%s): %d parameters", tuple(args.channels),
-             sum(p.numel() for p in net.parameters()))
+    if args.arch == "swinir":
+        net, described = SwinIRLight(2, 1, 1, scale=2), "SwinIRLight(2, 1, 1, scale=2)"
+    else:
+        net = SRUNet(2, 1, 1, scale=2, channels=tuple(args.channels))
+        described = f"SRUNet(2, 1, 1, scale=2, channels={tuple(args.channels)})"
+    LOG.info("%s: %d parameters", described, sum(p.numel() for p in net.parameters()))
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
         LOG.info("initial weights: %s", args.init)
@@ -226,7 +233,18 @@ def main(argv: list[str] | None = None) -> None:
     net.train()
     t_start, n_done, loss_sum = time.time(), 0, 0.0
     t_train = time.time()
+    deadline = math.inf if args.minutes is None else t_train + 60 * args.minutes
     while step < args.steps:
+        if time.time() > deadline:
+            LOG.info("--minutes %.1f spent at step %d of %d", args.minutes, step, args.steps)
+            sr, bic = validate(net, val_stacks, consistent=consistent)
+            if sr > best:
+                best = sr
+                save_atomic(net.state_dict(), out / "best.pt")
+            LOG.info("val step %d: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB (best SR %.3f dB)", step, sr, bic,
+                     sr - bic, best)
+            checkpoint()
+            break
         lr_np, hr_np = sampler.batch(args.batch_size)
         lr_t, hr_t = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
         loss = train_step(net, opt, lr_t, hr_t, lr=warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr),

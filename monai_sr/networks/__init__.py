@@ -8,6 +8,7 @@ from monai_sr.networks.mobile_sr import MobileSR
 from monai_sr.networks.rcan import RCAN
 from monai_sr.networks.rrdb import RRDBNet
 from monai_sr.networks.srunet import SRUNet
+from monai_sr.networks.swinir import SwinIRLight
 from monai_sr.networks.zero_dce import ZeroDCE
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "MobileSR",
     "RCAN",
     "RRDBNet",
+    "SwinIRLight",
     "ZeroDCE",
     "count_flops",
     "count_parameters",
