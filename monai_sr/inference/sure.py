@@ -16,8 +16,8 @@ problem; it is kept convex (``a, c >= 0``, ``a + c <= 1``).
 
 Choices, and why:
 
-* ``sigma`` is the smaller of the background (Rayleigh) and the in-plane wavelet estimates of
-  :mod:`monai_sr.transforms.noise`: both are pushed up by what is not noise (ghosting in the air, fine
+* ``sigma`` is the smaller of the background (Rayleigh) and the in-plane wavelet estimates
+  (:func:`monai_sr.transforms.noise.sigma_smaller_of_two`): both are pushed up by what is not noise (ghosting in the air, fine
   texture in the head), rarely down, and an overestimate biases SURE toward the smoother candidate.
 * Magnitude noise is Rician; above ~3 ``sigma`` of signal it is close to Gaussian with ``sigma``, so the
   sums run over the voxels whose lightly smoothed input exceeds ``3 sigma`` (the air is not scored).
@@ -42,11 +42,10 @@ from scipy import ndimage
 from torch import nn
 
 from monai_sr import geometry
-from monai_sr.errors import InputError
 from monai_sr.meta import NOTES_KEY
-from monai_sr.transforms.noise import sigma_from_background, sigma_from_wavelet
+from monai_sr.transforms.noise import noise_slice_axis, sigma_smaller_of_two
 
-__all__ = ["SureBlendInferer", "SureDecision", "sure_sigma", "sure_mask", "sure_weights", "nlmeans_denoise"]
+__all__ = ["SureBlendInferer", "SureDecision", "sure_mask", "sure_weights", "nlmeans_denoise"]
 
 #: Fewest scored voxels (signal above 3 sigma) for a SURE decision; below it the network runs alone.
 MIN_SURE_VOXELS = 1000
@@ -76,19 +75,6 @@ class SureDecision:
         return (f"SURE blend (noise sigma {100 * self.sigma:.2f}% of the bright signal, {self.sigma_method}): "
                 f"{w[0]:.2f} network + {w[1]:.2f} nlmeans + {w[2]:.2f} input; estimated RMS error (SURE, of the "
                 f"bright signal, {self.voxels} voxels): {rms}")
-
-
-def sure_sigma(vol: np.ndarray, slice_axis: int) -> tuple[float, str]:
-    """Noise ``sigma`` of a magnitude volume ``(X, Y, Z)`` (its units) for SURE, and how it was found:
-    the smaller of the background (Rayleigh) estimate, where there is air to measure, and the wavelet
-    estimate taken in the planes across ``slice_axis``."""
-    estimates = {"in-plane wavelet": sigma_from_wavelet(vol, slice_axis=slice_axis)}
-    try:
-        estimates["background"] = sigma_from_background(vol)
-    except InputError:
-        pass  # no air to measure (cropped, masked or zero-filled background)
-    method = min(estimates, key=estimates.get)
-    return float(estimates[method]), method + (" (smaller of two estimates)" if len(estimates) > 1 else "")
 
 
 def sure_mask(vol: np.ndarray, sigma: float) -> np.ndarray:
@@ -172,8 +158,8 @@ class SureBlendInferer(Inferer):
         y = inputs[0].detach().cpu().numpy().astype(np.float32)
         f = f_img[0].detach().cpu().numpy().astype(np.float32)
         spacing = geometry.spacing_from_affine(np.asarray(inputs.affine, dtype=np.float64))
-        slice_axis = int(np.argmax(spacing)) if spacing.max() > 1.25 * spacing.min() else 2
-        sigma, how = sure_sigma(y, slice_axis)
+        slice_axis = noise_slice_axis(spacing)
+        sigma, how = sigma_smaller_of_two(y, slice_axis)
         mask = sure_mask(y, sigma) if sigma > 0 else np.zeros(y.shape, bool)
         n = int(mask.sum())
         if sigma <= 0 or n < MIN_SURE_VOXELS:

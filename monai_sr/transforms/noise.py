@@ -30,6 +30,12 @@ blocks in the head only (block mean above ``3 sigma``, iterated from the estimat
 the Rician noise is close to Gaussian; in the air the Rayleigh noise has a smaller spread and pulls the
 estimate down. Anatomy with fine texture pulls it up (a few percent on a 1 mm T1).
 
+**Smaller of the two** (:func:`sigma_smaller_of_two`): the background estimate where there is air, the
+wavelet estimate taken in the planes across the slice axis (:func:`noise_slice_axis`: the coarsest axis
+of thick slices), and the smaller of them. Both are pushed up by what is not noise (ghosting in the air,
+fine texture in the head), rarely down. It is what the denoiser's SURE blend uses
+(:mod:`monai_sr.inference.sure`), and what ``ReportNoise("smaller")`` reports beside it.
+
 Both take a 2D or 3D image; the transforms take it channel first and estimate each channel.
 """
 
@@ -48,6 +54,7 @@ from monai.utils import StrEnum, look_up_option
 from scipy import ndimage
 
 from monai_sr.errors import InputError
+from monai_sr.geometry import spacing_from_affine
 from monai_sr.transforms._common import check_channel_first
 from monai_sr.transforms.intensity import robust_max
 
@@ -55,6 +62,8 @@ __all__ = [
     "NoiseMethod",
     "BackgroundStatistic",
     "sigma_from_background",
+    "sigma_smaller_of_two",
+    "noise_slice_axis",
     "background_mask",
     "sigma_from_wavelet",
     "haar_finest_diagonal",
@@ -78,11 +87,16 @@ _MAD_TO_SIGMA = 0.6744897501960817
 
 
 class NoiseMethod(StrEnum):
-    """How :class:`EstimateNoise` estimates ``sigma``: ``background`` (Rayleigh statistics of the air) or
-    ``wavelet`` (MAD of the finest Haar diagonal detail)."""
+    """How :class:`EstimateNoise` estimates ``sigma``: ``background`` (Rayleigh statistics of the air),
+    ``wavelet`` (MAD of the finest Haar diagonal detail) or ``smaller`` (the smaller of the two, the wavelet
+    one in the planes across ``slice_axis``: :func:`sigma_smaller_of_two`)."""
 
     BACKGROUND = "background"
     WAVELET = "wavelet"
+    SMALLER = "smaller"
+
+#: Largest voxel-size ratio for which :func:`noise_slice_axis` still calls the slices thin.
+THICK_SLICE_RATIO = 1.25
 
 
 class BackgroundStatistic(StrEnum):
@@ -256,12 +270,35 @@ def sigma_from_wavelet(
     return sigma
 
 
+def noise_slice_axis(spacing: Any) -> int:
+    """The axis whose slices the wavelet estimate of :func:`sigma_smaller_of_two` is taken across, for
+    voxels of ``spacing`` (mm, 3 values): the coarsest axis when it is more than
+    :data:`THICK_SLICE_RATIO` times the finest (thick slices), else axis 2."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    return int(np.argmax(sp)) if sp.max() > THICK_SLICE_RATIO * sp.min() else 2
+
+
+def sigma_smaller_of_two(img: np.ndarray | torch.Tensor, slice_axis: int | None = None) -> tuple[float, str]:
+    """The smaller of the background estimate (where there is air to measure) and the wavelet estimate in
+    the planes across ``slice_axis`` (None: a 3D wavelet band), and which one it was: ``(sigma, how)`` with
+    ``how`` e.g. ``"in-plane wavelet (smaller of two estimates)"``. Units of ``img``."""
+    estimates = {("in-plane wavelet" if slice_axis is not None else "wavelet"): sigma_from_wavelet(img, slice_axis=slice_axis)}
+    try:
+        estimates["background"] = sigma_from_background(img)
+    except InputError:
+        pass  # no air to measure (cropped, masked or zero-filled background)
+    method = min(estimates, key=estimates.get)
+    return float(estimates[method]), method + (" (smaller of two estimates)" if len(estimates) > 1 else "")
+
+
 def estimate_noise_sigma(img: np.ndarray | torch.Tensor, method: str = "background", **kwargs: Any) -> float:
     """``sigma`` of a 2D or 3D image by :class:`NoiseMethod` ``method``; ``kwargs`` go to
-    :func:`sigma_from_background` or :func:`sigma_from_wavelet`."""
+    :func:`sigma_from_background`, :func:`sigma_from_wavelet` or :func:`sigma_smaller_of_two`."""
     kind = look_up_option(method, NoiseMethod)
     if kind == NoiseMethod.BACKGROUND:
         return sigma_from_background(img, **kwargs)
+    if kind == NoiseMethod.SMALLER:
+        return sigma_smaller_of_two(img, **kwargs)[0]
     return sigma_from_wavelet(img, **kwargs)
 
 
@@ -332,7 +369,9 @@ class ReportNoise:
     in ``image.meta["noise_sigma"]``, added to enhance's notes (``image.meta["monai_sr_notes"]``, shown in
     the result's summary and by the CLI) and appended to :attr:`records` (one dict per case:
     ``{"source", "sigma", "method"}``). The ``method`` estimate falls back to ``fallback`` when it cannot
-    be made (e.g. no air in the field of view for ``"background"``).
+    be made (e.g. no air in the field of view for ``"background"``). ``"smaller"`` takes its wavelet
+    estimate across the slice axis the image's affine gives (:func:`noise_slice_axis`), the same sigma
+    the denoiser's SURE blend then uses and notes.
 
     Note that with an ``adapt`` hook ``enhance`` reads the whole input volume instead of streaming it.
 
@@ -352,7 +391,12 @@ class ReportNoise:
         vol = image[0] if image.ndim == 4 else image
         method = self.method
         try:
-            sigma = estimate_noise_sigma(vol, method)
+            if method == NoiseMethod.SMALLER:
+                axis = noise_slice_axis(spacing_from_affine(np.asarray(image.affine, np.float64))) if isinstance(image, MetaTensor) else 2
+                sigma, how = sigma_smaller_of_two(vol, axis)
+                method = f"smaller: {how.removesuffix(' (smaller of two estimates)')}"
+            else:
+                sigma = estimate_noise_sigma(vol, method)
         except InputError as exc:
             if self.fallback is None:
                 raise

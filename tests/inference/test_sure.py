@@ -14,7 +14,8 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from scipy import ndimage
 
-from monai_sr.inference.sure import SureBlendInferer, _risk, sure_sigma, sure_weights
+from monai_sr.inference.sure import SureBlendInferer, _risk, sure_weights
+from monai_sr.transforms.noise import sigma_smaller_of_two
 from monai_sr.meta import NOTES_KEY
 from monai_sr.transforms.noise import sigma_from_wavelet
 
@@ -142,6 +143,6 @@ def test_a_volume_without_noise_is_left_as_the_input_or_skipped():
 def test_sigma_takes_the_smaller_estimate():
     clean = _phantom()
     noisy = _noisy(clean, 0.04, seed=5)
-    sigma, how = sure_sigma(noisy, 2)
+    sigma, how = sigma_smaller_of_two(noisy, 2)
     assert sigma == pytest.approx(0.04, rel=0.15)
     assert "smaller of two" in how

@@ -170,3 +170,20 @@ def test_report_noise_adapt_hook(colin):
     assert img.meta[NOISE_SIGMA_KEY] == [a["sigma"]]
     assert img.meta["monai_sr_notes"] == [f"estimated noise sigma {100 * a['sigma']:.2f}% of the bright signal (background)"]
     assert "case_a.nii.gz: noise sigma 5.0" in report.summary()
+
+
+def test_report_noise_smaller_is_the_sure_blends_estimate(colin):
+    """``ReportNoise("smaller")`` reports exactly the sigma the SURE blend uses: the smaller of the background
+    and the wavelet estimate across the thick-slice axis the affine gives (here axis 0 of 3 mm voxels)."""
+    from monai_sr.transforms.noise import ReportNoise, noise_slice_axis, sigma_smaller_of_two
+
+    assert noise_slice_axis((3.0, 1.0, 1.0)) == 0 and noise_slice_axis((1.0, 1.0, 1.2)) == 2
+    noisy = _noisy(colin, 0.05)
+    img = MetaTensor(torch.from_numpy(noisy[None]), affine=torch.diag(torch.tensor([3.0, 1.0, 1.0, 1.0], dtype=torch.float64)))
+    report = ReportNoise("smaller")
+    report(img, torch.nn.Identity())
+    (rec,) = report.records
+    sigma, how = sigma_smaller_of_two(noisy, 0)
+    assert rec["sigma"] == sigma and rec["method"] == f"smaller: {how.removesuffix(' (smaller of two estimates)')}"
+    assert rec["sigma"] == pytest.approx(0.05, rel=0.1)
+    assert sigma <= sigma_from_background(noisy) + 1e-12 and sigma <= sigma_from_wavelet(noisy, slice_axis=0) + 1e-12
