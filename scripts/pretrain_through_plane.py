@@ -31,15 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from monai_sr.networks import SRUNet
 from monai_sr.training.datasets import RandomPairDataset, SliceDataset, load_training_volumes, shared_data_dir, split_held_out
 from monai_sr.training.schedule import warmup_cosine
-from monai_sr.training.through_plane import ThroughPlanePairMaker
+from monai_sr.training.through_plane import ThroughPlanePairMaker, validate_through_plane
 from monai_sr.training.trainer import save_atomic, train_step
-from monai_sr.validation.metrics import psnr
 
 LOG = logging.getLogger("pretrain_through_plane")
 
@@ -69,28 +67,6 @@ def patch_at(step: int, schedule: str) -> int:
     """The LR patch side in force at ``step`` for a schedule ``'0:24,2000:32'``."""
     pairs = sorted((int(a), int(b)) for a, b in (item.split(":") for item in schedule.split(",")))
     return [p for s, p in pairs if s <= step][-1]
-
-
-def cubic_along(lr: np.ndarray, factor: int, axis: int = 1) -> np.ndarray:
-    """Cubic B-spline interpolation by ``factor`` along ``axis`` with the field-of-view rule (output
-    pixel ``j`` at input index ``(j + 0.5) / s - 0.5``: ``grid_mode=True``)."""
-    zoom = [1.0] * lr.ndim
-    zoom[axis] = float(factor)
-    return ndimage.zoom(lr, zoom, order=3, mode="mirror", grid_mode=True)
-
-
-def validate(net: torch.nn.Module, val: SliceDataset, factor: int) -> tuple[float, float]:
-    """Mean PSNR of the network and of cubic B-spline over the held-out slices."""
-    net.eval()
-    nets, cub = [], []
-    with torch.inference_mode():
-        for n in range(len(val)):
-            pair = val[n]
-            x, y = pair["image"], pair["label"][0].numpy()
-            nets.append(psnr(net(x[None])[0, 0].numpy(), y, data_range=1.0))
-            cub.append(psnr(cubic_along(x[0].numpy(), factor), y, data_range=1.0))
-    net.train()
-    return float(np.mean(nets)), float(np.mean(cub))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                               lr=warmup_cosine(step, total=args.steps, warmup=args.warmup, peak=args.lr))
             losses.append(float(loss))
             step += 1
-        v_net, v_cubic = validate(net, val, args.factor)
+        v_net, v_cubic = validate_through_plane(net, val, args.factor)
         rec = {"step": step, "epoch": epoch, "patch": ds.patch, "loss": float(np.mean(losses)), "val_psnr": v_net,
                "val_psnr_cubic": v_cubic, "seconds": time.perf_counter() - t0}
         history.append(rec)

@@ -37,9 +37,8 @@ from monai_sr.networks import SRUNet
 from monai_sr.networks.blocks import pixel_shuffle
 from monai_sr.training.datasets import RandomPairDataset, SliceDataset, load_training_volumes, split_held_out
 from monai_sr.training.schedule import warmup_cosine
-from monai_sr.training.through_plane import ThroughPlanePairMaker, rescale_through_plane_network
+from monai_sr.training.through_plane import ThroughPlanePairMaker, rescale_through_plane_network, validate_through_plane
 from monai_sr.training.trainer import save_atomic
-from monai_sr.validation.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("train_through_plane_heads")
@@ -68,19 +67,6 @@ def head_forward(net: SRUNet, x: torch.Tensor) -> torch.Tensor:
     return out + F.interpolate(x, scale_factor=net._scale_factor, mode="bicubic", align_corners=False)
 
 
-def validate(net: SRUNet, val: SliceDataset, factor: int) -> tuple[float, float]:
-    from scipy import ndimage
-
-    nets, cub = [], []
-    with torch.inference_mode():
-        for n in range(len(val)):
-            pair = val[n]
-            x, y = pair["image"], pair["label"][0].numpy()
-            nets.append(psnr(net(x[None])[0, 0].numpy(), y, data_range=1.0))
-            cub.append(psnr(ndimage.zoom(x[0].numpy(), (1, factor), order=3, mode="mirror", grid_mode=True), y, data_range=1.0))
-    return float(np.mean(nets)), float(np.mean(cub))
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -101,7 +87,7 @@ def main(argv=None) -> None:
             p.requires_grad_(True)
         maker = ThroughPlanePairMaker(s)
         val = SliceDataset(slabs, maker, axis=2, step=6, seed=args.seed)
-        v0, cubic = validate(net.eval(), val, s)
+        v0, cubic = validate_through_plane(net, val, s)
         ds = RandomPairDataset(train_parts, maker, length=args.steps * args.batch_size, patch=args.patch, seed=args.seed)
         opt = torch.optim.Adam(net.head.parameters(), lr=args.lr)
         losses = []
@@ -113,7 +99,7 @@ def main(argv=None) -> None:
             loss.backward()
             opt.step()
             losses.append(float(loss))
-        v1, _ = validate(net.eval(), val, s)
+        v1, _ = validate_through_plane(net, val, s)
         heads[f"{s}.weight"] = net.head.weight.detach().clone()
         heads[f"{s}.bias"] = net.head.bias.detach().clone()
         report[s] = {"val_psnr_phase_start": v0, "val_psnr_trained": v1, "val_psnr_cubic": cubic,

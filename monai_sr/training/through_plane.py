@@ -45,6 +45,8 @@ from monai_sr.transforms.lowres import SimulateLowResolution, SliceProfile
 from monai_sr.transforms.spacing import acquisition_geometry
 
 __all__ = [
+    "cubic_along",
+    "validate_through_plane",
     "through_plane_factor",
     "degrade_plane",
     "ThroughPlaneStack",
@@ -513,3 +515,33 @@ def rescale_through_plane_network(
     new._scale_list = list(scale)
     new._scale_factor = [float(v) for v in scale]
     return new
+
+
+def cubic_along(lr: np.ndarray, factor: int, axis: int = 1) -> np.ndarray:
+    """Cubic B-spline interpolation of ``lr`` by ``factor`` along ``axis`` with the field-of-view rule
+    (output pixel ``j`` at input index ``(j + 0.5) / s - 0.5``: ``grid_mode=True``); the through-plane
+    baseline of the training scripts."""
+    from scipy import ndimage
+
+    zoom = [1.0] * lr.ndim
+    zoom[axis] = float(factor)
+    return ndimage.zoom(lr, zoom, order=3, mode="mirror", grid_mode=True)
+
+
+def validate_through_plane(net: torch.nn.Module, val: torch.utils.data.Dataset, factor: int) -> tuple[float, float]:
+    """Mean PSNR (``data_range=1``) of ``net`` and of :func:`cubic_along` over the pairs of ``val`` (e.g. a
+    :class:`~monai_sr.training.datasets.SliceDataset` of held-out slabs: ``{"image": (1, H, W / factor),
+    "label": (1, H, W)}``), under ``torch.inference_mode``; ``net``'s train/eval mode is restored."""
+    from monai_sr.validation.metrics import psnr
+
+    was_training = net.training
+    net.eval()
+    nets, cub = [], []
+    with torch.inference_mode():
+        for n in range(len(val)):
+            pair = val[n]
+            x, y = pair["image"], pair["label"][0].numpy()
+            nets.append(psnr(net(x[None])[0, 0].numpy(), y, data_range=1.0))
+            cub.append(psnr(cubic_along(x[0].numpy(), factor), y, data_range=1.0))
+    net.train(was_training)
+    return float(np.mean(nets)), float(np.mean(cub))

@@ -308,3 +308,27 @@ def test_pretrained_heads_per_factor_load_safely_and_fall_back_to_phase(tmp_path
     torch.save({"five.weight": w5}, tmp_path / "odd.pt")
     with pytest.raises(ModelError, match="unexpected entry 'five.weight'"):
         load_heads(tmp_path / "odd.pt")
+
+
+def test_validate_through_plane_scores_the_network_and_cubic_and_keeps_the_mode():
+    """The training scripts' shared validation: the untrained SR-UNet (its zero head: bicubic) and the
+    cubic B-spline score alike on a smooth image, a network that returns zeros scores far lower, and the
+    network's train/eval mode comes back as it was."""
+    from monai_sr.networks import SRUNet
+    from monai_sr.training.through_plane import validate_through_plane
+
+    yy, xx = np.meshgrid(np.linspace(0, 1, 32), np.linspace(0, 1, 32), indexing="ij")
+    hr = (0.5 + 0.4 * np.sin(3 * xx) * np.cos(2 * yy)).astype(np.float32)
+    pair = {"image": torch.from_numpy(hr[None, :, ::2].copy()), "label": torch.from_numpy(hr[None])}
+    net = SRUNet(2, scale=(1, 2), channels=(4, 8)).train()
+    v_net, v_cubic = validate_through_plane(net, [pair, pair], 2)
+    assert net.training
+    assert v_cubic > 35 and abs(v_net - v_cubic) < 6, (v_net, v_cubic)
+
+    class Zeros(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(*x.shape[:-1], 2 * x.shape[-1])
+
+    zeros = Zeros().eval()
+    assert validate_through_plane(zeros, [pair], 2)[0] < v_net - 20
+    assert not zeros.training
