@@ -267,3 +267,26 @@ def test_dicomweb_datastore(tmp_path: Path) -> None:
             refused = server.infer("mri_sr_unet", ct_uid, FAST)
             assert refused.status_code == 422 and "CT" in refused.json()["detail"], refused.text
             assert server.infer("mri_denoise_dncnn", mr_uid, FAST).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("python", [None, "/nonexistent/python"])
+def test_server_without_monai_sr_says_so_in_one_line(tmp_path: Path, python: str | None) -> None:
+    """The app copied outside the checkout, no monai-sr on PATH, $MONAI_SR_PYTHON unset or not an executable:
+    the server stops before it listens, exit 2, with the cause in one line and no traceback."""
+    _require_app_env()
+    app = tmp_path / "app" / "monailabel"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("logs", "__pycache__"))
+    (tmp_path / "studies").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "MONAI_SR_PYTHON"}
+    env["PATH"] = "/usr/bin:/bin"
+    if python:
+        env["MONAI_SR_PYTHON"] = python
+    done = subprocess.run([str(ML_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
+                           str(tmp_path / "studies"), "--host", "127.0.0.1", "--port", str(_free_port())],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "MONAI_SR_PYTHON" in errors[0] and str(app) in errors[0], out[-3000:]
+    assert (python or "monai_sr not found") in errors[0]
+    assert "Traceback" not in out

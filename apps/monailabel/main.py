@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from fastapi import HTTPException
 from monailabel.config import settings
@@ -27,6 +28,19 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from lib.infers.enhance import BUNDLES, EnhanceError, EnhanceTask, monai_sr_command
 
 logger = logging.getLogger(__name__)
+
+
+def _stop_server(message: str) -> NoReturn:
+    """Say ``message`` in one line and end the server process with exit code 2.
+
+    MONAI Label builds the app inside the ASGI lifespan of its uvicorn server: an exception raised here
+    reaches the user as a traceback of some 100 lines through starlette and fastapi, and a SystemExit
+    would be taken by uvicorn for a missing lifespan protocol (the server would go on without the app).
+    A setup error that one environment variable fixes is said once, before the server listens."""
+    logger.error(message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(2)
 
 
 class MonaiSRApp(MONAILabelApp):
@@ -47,7 +61,7 @@ class MonaiSRApp(MONAILabelApp):
         try:
             self.command = monai_sr_command(app_dir)
         except EnhanceError as exc:
-            raise RuntimeError(str(exc)) from None
+            _stop_server(f"monai_sr app ({app_dir}): {exc}")
         self.timeout = float((conf or {}).get("infer_timeout", 3600))
         settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI = False
         # start_server has exported every setting to the environment by now, defaults included (Modality CT)
