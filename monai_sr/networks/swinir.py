@@ -76,6 +76,10 @@ class SwinIRLight(nn.Module):
         mlp_ratio: float = 2.0,
     ) -> None:
         super().__init__()
+        try:
+            import einops  # noqa: F401  (MONAI's Swin blocks import it only when they first run)
+        except ImportError:
+            raise ImportError("SwinIRLight needs einops for MONAI's Swin blocks: pip install einops") from None
         if spatial_dims != 2:
             raise ValueError(f"SwinIRLight is 2D only, got spatial_dims={spatial_dims}")
         if out_channels != in_channels:

@@ -62,3 +62,9 @@ def test_ill_arguments(kwargs, message):
 def test_refuses_a_volume():
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         SwinIRLight(**TINY)(torch.rand(1, 1, 4, 4, 4))
+
+
+def test_without_einops_it_says_so_when_built(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "einops", None)
+    with pytest.raises(ImportError, match="pip install einops"):
+        SwinIRLight(**TINY)
