@@ -47,6 +47,13 @@ STREAM_AXIS = 2
 
 #: Largest automatic batch on CPU when ``max_batch`` is not given (see :class:`ScaleAwareInferer`).
 CPU_MAX_BATCH = 2
+#: ``batch_size=None``: samples per forward pass on CPU, and on other devices. On CPU a larger batch of
+#: whole slices is slower: glibc serves a block of 32 MiB or more by ``mmap`` and returns it when freed, so
+#: every large activation is page-faulted in and zeroed again on every pass (256 x 256 slices on the
+#: 2-core EPYC, bf16: SR-UNet 1.3-1.4x and DnCNN 1.7x slower per slice in batches of 4 than of 1 or 2;
+#: 512 x 512: batches of 2 1.27x slower than of 1; ``benchmarks/batch_size.py``).
+CPU_DEFAULT_BATCH = 1
+DEVICE_DEFAULT_BATCH = 8
 
 Progress = Callable[[int, int], None]
 #: ``read(start, stop)`` -> input slices ``start .. stop - 1`` along axis 2, ``(X, Y, stop - start)``.
@@ -137,8 +144,9 @@ class ScaleAwareInferer(Inferer):
     """Base of the monai_sr inferers (see the module docstring); not used directly.
 
     Args:
-        batch_size: samples per forward pass, or ``"auto"``: the largest batch whose working memory fits
-            ``memory_budget`` (measured by a probe forward pass, :func:`~.batching.batch_for_budget`).
+        batch_size: samples per forward pass; None: :data:`CPU_DEFAULT_BATCH` on CPU,
+            :data:`DEVICE_DEFAULT_BATCH` elsewhere; or ``"auto"``: the largest batch whose working memory
+            fits ``memory_budget`` (measured by a probe forward pass, :func:`~.batching.batch_for_budget`).
         memory_budget: bytes or ``"512MiB"`` for one forward pass (input, activations, output) when
             ``batch_size="auto"``; ValueError when one sample does not fit.
         max_batch: upper bound of an automatic batch; None: :data:`CPU_MAX_BATCH` on CPU (there a larger
@@ -160,7 +168,7 @@ class ScaleAwareInferer(Inferer):
     def __init__(
         self,
         *,
-        batch_size: int | str = 8,
+        batch_size: int | str | None = 8,
         memory_budget: int | str | None = None,
         max_batch: int | None = None,
         channels_last: bool | str = "auto",
@@ -168,7 +176,9 @@ class ScaleAwareInferer(Inferer):
         amp: str | None = None,
         self_ensemble: bool | str = False,
     ) -> None:
-        if batch_size == "auto":
+        if batch_size is None:
+            pass  # chosen per device when the network is known (batch_for)
+        elif batch_size == "auto":
             if memory_budget is None:
                 raise ValueError("batch_size='auto' needs a memory_budget (bytes or e.g. '512MiB')")
         elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -247,6 +257,8 @@ class ScaleAwareInferer(Inferer):
 
     def batch_for(self, inputs: torch.Tensor, network: nn.Module) -> int:
         """The batch size this inferer uses for ``inputs``: fixed, or measured against the memory budget."""
+        if self.batch_size is None:
+            return CPU_DEFAULT_BATCH if network_device(network).type == "cpu" else DEVICE_DEFAULT_BATCH
         if self.batch_size != "auto":
             return int(self.batch_size)
         n = inputs.shape[1 + STREAM_AXIS]

@@ -45,7 +45,7 @@ class SliceWiseInferer(ScaleAwareInferer):
 
     Examples::
 
-        inferer = SliceWiseInferer(axis=2, batch_size=8)
+        inferer = SliceWiseInferer(axis=2)   # batch_size None: 1 slice per pass on CPU, 8 on a GPU
         hr = inferer(volume, network)   # (1, 90, 108, 60) -> (1, 180, 216, 60)
         for k, plane in SliceWiseInferer(batch_size="auto", memory_budget="1GiB").stream(volume, network):
             writer.write_slice(k, plane)
@@ -54,7 +54,7 @@ class SliceWiseInferer(ScaleAwareInferer):
     def __init__(
         self,
         axis: int = 2,
-        batch_size: int | str = 8,
+        batch_size: int | str | None = None,
         *,
         context: int = 0,
         halo: int | None = None,

@@ -85,3 +85,19 @@ def test_too_small_budget_is_refused():
     src = ramp_volume((64, 48, 4))
     with pytest.raises(ValueError, match=r"memory budget 0\.0 MiB is too small: one sample of shape \(1, 64, 48\)"):
         SliceWiseInferer(batch_size="auto", memory_budget="10kB")(src, TorchSR().eval())
+
+
+def test_default_batch_is_one_slice_on_cpu_and_the_result_does_not_depend_on_it():
+    """``batch_size=None`` (the default of SliceWiseInferer): one slice per pass on CPU (a batch of whole
+    slices page-faults its large activations in on every pass there); the output is the same as with
+    batches of 4."""
+    from monai_sr.inference.base import CPU_DEFAULT_BATCH
+
+    src = ramp_volume((24, 20, 7))
+    torch.manual_seed(0)
+    net = TorchSR().eval()
+    inferer = SliceWiseInferer()
+    assert inferer.batch_size is None and inferer.batch_for(src, net) == CPU_DEFAULT_BATCH == 1
+    with torch.inference_mode():
+        one, four = inferer(src, net), SliceWiseInferer(batch_size=4)(src, net)
+    torch.testing.assert_close(one.as_tensor(), four.as_tensor(), rtol=1e-5, atol=1e-6)
