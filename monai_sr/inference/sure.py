@@ -84,19 +84,24 @@ def sure_mask(vol: np.ndarray, sigma: float) -> np.ndarray:
     return smooth > 3.0 * sigma
 
 
-def nlmeans_denoise(vol: np.ndarray, sigma: float, *, threads: int = 1) -> np.ndarray:
+def nlmeans_denoise(vol: np.ndarray, sigma: float, *, method: str = "blockwise", threads: int | None = None) -> np.ndarray:
     """DIPY's non-local means of a magnitude volume ``(X, Y, Z)`` given ``sigma``, Rician bias corrected
-    (its defaults: patch radius 1, block radius 5, ``method="blockwise"`` since DIPY 1.12). float32,
-    ``vol``'s shape.
+    (patch radius 1, block radius 5). float32, ``vol``'s shape.
 
-    One thread by default: DIPY 1.12.1's blockwise nlmeans gives different voxels from run to run with
-    two threads (a race: 16 of 11,520 voxels of a 40 x 48 x 6 crop off by up to 5 % of the bright signal,
-    21 voxels of a 181 x 217 x 30 slab; one thread, or ``method="classic"``, is repeatable), and SURE's
-    Monte Carlo divergence takes the difference of two nlmeans runs, where such noise is amplified by
-    ``1 / (eps sigma)``. On one thread it took 1.1 s instead of 0.64 s for the slab."""
+    ``method``: DIPY's ``"blockwise"`` (its default since 1.12) or ``"classic"`` (what DIPY's ``nlmeans``
+    was before 1.12: about 30x slower, and 1.6 dB closer to the clean image on a Colin27 slab at Rician
+    5 %). ``threads`` (None: 1 for blockwise, torch's for classic): DIPY 1.12.1's blockwise nlmeans gives
+    different voxels from run to run on two threads (a race: 16 of 11,520 voxels of a 40 x 48 x 6 crop
+    off by up to 5 % of the bright signal), which SURE's Monte Carlo divergence, a difference of two
+    nlmeans runs, would amplify by ``1 / (eps sigma)``; on one thread, and classic on any number, it is
+    repeatable."""
     from dipy.denoise.nlmeans import nlmeans  # a second of imports: only where it runs
 
-    out = nlmeans(np.asarray(vol, np.float64), sigma=float(sigma), rician=True, num_threads=int(threads))
+    if method not in ("blockwise", "classic"):
+        raise ValueError(f"nlmeans method must be 'blockwise' or 'classic', got {method!r}")
+    if threads is None:
+        threads = 1 if method == "blockwise" else torch.get_num_threads()
+    out = nlmeans(np.asarray(vol, np.float64), sigma=float(sigma), rician=True, num_threads=int(threads), method=method)
     return np.asarray(out, np.float32)
 
 
@@ -146,12 +151,17 @@ class SureBlendInferer(Inferer):
         inferer: the denoiser's inferer (e.g. :class:`~monai_sr.inference.PlaneMeanInferer`).
         eps: the Monte Carlo step, as a fraction of ``sigma``.
         seed: the probe ``b``'s random seed (a fixed seed: the same input gives the same result).
+        nlmeans_method: DIPY's nlmeans algorithm of the nlmeans candidate, ``"blockwise"`` or ``"classic"``
+            (:func:`nlmeans_denoise`).
     """
 
-    def __init__(self, inferer: Inferer, *, eps: float = 0.01, seed: int = 0) -> None:
+    def __init__(self, inferer: Inferer, *, eps: float = 0.01, seed: int = 0, nlmeans_method: str = "blockwise") -> None:
         super().__init__()
+        if nlmeans_method not in ("blockwise", "classic"):
+            raise ValueError(f"nlmeans_method must be 'blockwise' or 'classic', got {nlmeans_method!r}")
         self.inferer = inferer
         self.eps, self.seed = float(eps), int(seed)
+        self.nlmeans_method = nlmeans_method
         self.last_decision: SureDecision | None = None
 
     def volume_scale(self, network: nn.Module) -> tuple[int, int, int]:
@@ -172,7 +182,7 @@ class SureBlendInferer(Inferer):
         if sigma <= 0 or n < MIN_SURE_VOXELS:
             why = "no noise measured" if sigma <= 0 else f"only {n} voxels of signal above 3 sigma"
             return self._done(inputs, f_img, SureDecision(sigma, how, (1.0, 0.0, 0.0), skipped=why))
-        g = nlmeans_denoise(y, sigma)
+        g = nlmeans_denoise(y, sigma, method=self.nlmeans_method)
 
         probe = np.random.default_rng(self.seed).standard_normal(y.shape).astype(np.float32)
         step = self.eps * sigma
@@ -181,7 +191,7 @@ class SureBlendInferer(Inferer):
         pb = probe[mask].astype(np.float64)
         div_f = float(pb @ (f_b[0].detach().cpu().numpy()[mask] - f[mask]).astype(np.float64)) / step / n
         del f_b
-        div_g = float(pb @ (nlmeans_denoise(perturbed, sigma)[mask] - g[mask]).astype(np.float64)) / step / n
+        div_g = float(pb @ (nlmeans_denoise(perturbed, sigma, method=self.nlmeans_method)[mask] - g[mask]).astype(np.float64)) / step / n
         del perturbed, pb
 
         u = (f[mask] - y[mask]).astype(np.float64)

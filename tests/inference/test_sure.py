@@ -159,3 +159,14 @@ def test_the_blend_is_repeatable_with_two_threads():
     with torch_threads(2):
         a, b = nlmeans_denoise(noisy, 0.04), nlmeans_denoise(noisy, 0.04)
     np.testing.assert_array_equal(a, b)
+
+
+def test_classic_nlmeans_candidate_is_repeatable_and_a_bad_method_is_refused():
+    from monai_sr.inference.sure import nlmeans_denoise
+
+    noisy = _noisy(_phantom(), 0.04, seed=4)
+    with torch_threads(2):
+        a, b = (nlmeans_denoise(noisy[:48, :48], 0.04, method="classic") for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="blockwise"):
+        SureBlendInferer(None, nlmeans_method="fast")  # refused before the inferer is looked at
