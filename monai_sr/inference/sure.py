@@ -47,6 +47,8 @@ from monai_sr.transforms.noise import noise_slice_axis, sigma_smaller_of_two
 
 __all__ = ["SureBlendInferer", "SureDecision", "sure_mask", "sure_weights", "nlmeans_denoise"]
 
+#: DIPY's nlmeans algorithms (:func:`nlmeans_denoise`).
+NLMEANS_METHODS = ("blockwise", "classic")
 #: Fewest scored voxels (signal above 3 sigma) for a SURE decision; below it the network runs alone.
 MIN_SURE_VOXELS = 1000
 
@@ -97,8 +99,8 @@ def nlmeans_denoise(vol: np.ndarray, sigma: float, *, method: str = "blockwise",
     repeatable."""
     from dipy.denoise.nlmeans import nlmeans  # a second of imports: only where it runs
 
-    if method not in ("blockwise", "classic"):
-        raise ValueError(f"nlmeans method must be 'blockwise' or 'classic', got {method!r}")
+    if method not in NLMEANS_METHODS:
+        raise ValueError(f"nlmeans method must be one of {NLMEANS_METHODS}, got {method!r}")
     if threads is None:
         threads = 1 if method == "blockwise" else torch.get_num_threads()
     out = nlmeans(np.asarray(vol, np.float64), sigma=float(sigma), rician=True, num_threads=int(threads), method=method)
@@ -157,8 +159,8 @@ class SureBlendInferer(Inferer):
 
     def __init__(self, inferer: Inferer, *, eps: float = 0.01, seed: int = 0, nlmeans_method: str = "blockwise") -> None:
         super().__init__()
-        if nlmeans_method not in ("blockwise", "classic"):
-            raise ValueError(f"nlmeans_method must be 'blockwise' or 'classic', got {nlmeans_method!r}")
+        if nlmeans_method not in NLMEANS_METHODS:
+            raise ValueError(f"nlmeans_method must be one of {NLMEANS_METHODS}, got {nlmeans_method!r}")
         self.inferer = inferer
         self.eps, self.seed = float(eps), int(seed)
         self.nlmeans_method = nlmeans_method
