@@ -230,6 +230,16 @@ def main(argv: list[str] | None = None) -> None:
     if step == 0:
         sr, bic = validate(net, val_stacks, consistent=consistent)
         LOG.info("val step 0: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB", sr, bic, sr - bic)
+    def validate_and_keep_best() -> None:
+        nonlocal best
+        t_val = time.time()
+        sr, bic = validate(net, val_stacks, consistent=consistent)
+        if sr > best:
+            best = sr
+            save_atomic(net.state_dict(), out / "best.pt")
+        LOG.info("val step %d: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB (best SR %.3f dB) [%.1f s]", step, sr,
+                 bic, sr - bic, best, time.time() - t_val)
+
     net.train()
     t_start, n_done, loss_sum = time.time(), 0, 0.0
     t_train = time.time()
@@ -237,12 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     while step < args.steps:
         if time.time() > deadline:
             LOG.info("--minutes %.1f spent at step %d of %d", args.minutes, step, args.steps)
-            sr, bic = validate(net, val_stacks, consistent=consistent)
-            if sr > best:
-                best = sr
-                save_atomic(net.state_dict(), out / "best.pt")
-            LOG.info("val step %d: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB (best SR %.3f dB)", step, sr, bic,
-                     sr - bic, best)
+            validate_and_keep_best()
             checkpoint()
             break
         lr_np, hr_np = sampler.batch(args.batch_size)
@@ -258,13 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                      opt.param_groups[0]["lr"], rate)
             t_start, n_done, loss_sum = time.time(), 0, 0.0
         if step % args.val_every == 0 or step == args.steps:
-            t_val = time.time()
-            sr, bic = validate(net, val_stacks, consistent=consistent)
-            if sr > best:
-                best = sr
-                save_atomic(net.state_dict(), out / "best.pt")
-            LOG.info("val step %d: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB (best SR %.3f dB) [%.1f s]", step, sr,
-                     bic, sr - bic, best, time.time() - t_val)
+            validate_and_keep_best()
             t_start, n_done, loss_sum = time.time(), 0, 0.0  # keep validation out of steps/s
         if step % args.ckpt_every == 0 or step == args.steps:
             checkpoint()
