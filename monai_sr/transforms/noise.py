@@ -63,6 +63,7 @@ __all__ = [
     "BackgroundStatistic",
     "sigma_from_background",
     "sigma_smaller_of_two",
+    "SMALLER_SIGMA_KEY",
     "noise_slice_axis",
     "background_mask",
     "sigma_from_wavelet",
@@ -78,6 +79,9 @@ logger = logging.getLogger(__name__)
 
 #: Meta key (MetaTensor) and dict-key suffix of the estimate: a list, one ``sigma`` per channel.
 NOISE_SIGMA_KEY = "noise_sigma"
+#: Meta key of the ``"smaller"`` estimate as ``(sigma, how)`` (:func:`sigma_smaller_of_two`), put there by
+#: :class:`ReportNoise` so that the denoiser's SURE blend, the next to need it, does not estimate it again.
+SMALLER_SIGMA_KEY = "noise_sigma_smaller"
 #: Coefficient of variation of a Rayleigh distribution, ``sqrt(4 / pi - 1)``; a "background" well below it
 #: is tissue with signal (Rician with ``A / sigma >~ 1.2``), not air.
 _RAYLEIGH_CV = float(np.sqrt(4.0 / np.pi - 1.0))
@@ -395,6 +399,8 @@ class ReportNoise:
                 axis = noise_slice_axis(spacing_from_affine(np.asarray(image.affine, np.float64))) if isinstance(image, MetaTensor) else 2
                 sigma, how = sigma_smaller_of_two(vol, axis)
                 method = f"smaller: {how.removesuffix(' (smaller of two estimates)')}"
+                if isinstance(image, MetaTensor):
+                    image.meta[SMALLER_SIGMA_KEY] = (float(sigma), how)
             else:
                 sigma = estimate_noise_sigma(vol, method)
         except InputError as exc:

@@ -7,6 +7,8 @@ a volume without noise is left alone."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from monai.inferers import Inferer
 from scipy import ndimage
 
 from monai_sr.inference.batching import torch_threads
-from monai_sr.inference.sure import SureBlendInferer, _risk, sure_weights
+from monai_sr.inference.sure import SureBlendInferer, sure_risk, sure_weights
 from monai_sr.transforms.noise import sigma_smaller_of_two
 from monai_sr.meta import NOTES_KEY
 from monai_sr.transforms.noise import sigma_from_wavelet
@@ -78,20 +80,37 @@ def test_sure_of_a_linear_smoother_matches_its_true_error():
     centre = ndimage.gaussian_filter(impulse, 1.0, mode="wrap")[64, 64]
     n = y.size
     u = (f - y).ravel()
-    gram = {"uu": u @ u, "uv": 0.0, "vv": 0.0, "du": centre * n, "dv": 0.0}
+    gram, div = np.array([[u @ u]]), np.array([centre * n])
     true = np.mean((f - clean) ** 2)
-    assert _risk(1, 0, gram, n, sigma**2) == pytest.approx(true, rel=0.05)
-    assert _risk(0, 0, gram, n, sigma**2) == pytest.approx(sigma**2, rel=1e-9)  # the input's risk is sigma^2
+    assert sure_risk([1.0], gram, div, n, sigma) == pytest.approx(true, rel=0.05)
+    assert sure_risk([0.0], gram, div, n, sigma) == pytest.approx(sigma**2, rel=1e-9)  # the input's risk is sigma^2
 
 
-def test_sure_weights_stay_convex_and_pick_the_better_member():
+def _grid_best(gram, div, n, s, k):
+    """The least risk over a grid of convex weights (step 1/40), the reference for the exact solver."""
+    pts = np.linspace(0, 1, 41)
+    grid = [w for w in itertools.product(pts, repeat=k) if sum(w) <= 1 + 1e-12]
+    return min(sure_risk(np.array(w), gram, div, n, s) for w in grid)
+
+
+@pytest.mark.parametrize("case", ["f_better", "mixture", "all_bad"])
+def test_sure_weights_stay_convex_and_reach_the_least_risk(case):
     n, s = 10_000, 0.05
-    # f much better than g: a near 1
-    gram = {"uu": n * 0.0020, "uv": n * 0.0018, "vv": n * 0.0025, "du": 0.15 * n, "dv": 0.05 * n}
-    a, c = sure_weights(gram, n, s)
-    assert 0 <= a <= 1 and 0 <= c <= 1 and a + c <= 1 + 1e-12
-    best = min(_risk(x, y, gram, n, s * s) for x in np.linspace(0, 1, 41) for y in np.linspace(0, 1, 41) if x + y <= 1)
-    assert _risk(a, c, gram, n, s * s) <= best + 1e-12
+    grams = {  # per voxel: |f_j - y|.|f_k - y|, and divergences per voxel
+        "f_better": ([[0.0020, 0.0018, 0.0019], [0.0018, 0.0025, 0.0021], [0.0019, 0.0021, 0.0024]], [0.15, 0.05, 0.08]),
+        "mixture": ([[0.0021, 0.0016, 0.0017], [0.0016, 0.0022, 0.0015], [0.0017, 0.0015, 0.0023]], [0.12, 0.10, 0.11]),
+        "all_bad": ([[0.0100, 0.0020, 0.0010], [0.0020, 0.0090, 0.0015], [0.0010, 0.0015, 0.0110]], [1.1, 1.1, 1.1]),  # each amplifies the noise
+    }
+    g, d = grams[case]
+    gram, div = np.array(g) * n, np.array(d) * n
+    w = sure_weights(gram, div, n, s)
+    assert w.shape == (3,) and w.min() >= 0 and w.sum() <= 1 + 1e-12
+    assert sure_risk(w, gram, div, n, s) <= _grid_best(gram, div, n, s, 3) + 1e-12
+    if case == "all_bad":  # every candidate worse than the input at any weight: the input alone
+        assert w.sum() < 0.05
+    # two candidates: the same solver, the same guarantee
+    w2 = sure_weights(gram[:2, :2], div[:2], n, s)
+    assert sure_risk(w2, gram[:2, :2], div[:2], n, s) <= _grid_best(gram[:2, :2], div[:2], n, s, 2) + 1e-12
 
 
 def test_divergence_and_blend_on_a_phantom_beat_each_member():
@@ -100,13 +119,14 @@ def test_divergence_and_blend_on_a_phantom_beat_each_member():
     clean = _phantom()
     noisy = _noisy(clean, 0.05)
     smoother = _FilterInferer(lambda v: ndimage.gaussian_filter(v, (1.2, 1.2, 0)))
-    guard = SureBlendInferer(smoother)
+    guard = SureBlendInferer(smoother, nlmeans_method="blockwise")
     img = _image(noisy)
     out = guard(img, torch.nn.Identity())[0].numpy()
     d = guard.last_decision
     assert d is not None and not d.skipped
     assert d.sigma == pytest.approx(0.05, rel=0.15)
-    assert sum(d.weights) == pytest.approx(1.0) and min(d.weights) >= 0
+    assert list(d.weights) == ["network", "nlmeans blockwise", "input"]
+    assert sum(d.weights.values()) == pytest.approx(1.0) and min(d.weights.values()) >= 0
     from monai_sr.inference.sure import nlmeans_denoise
 
     f = ndimage.gaussian_filter(noisy, (1.2, 1.2, 0))
@@ -115,7 +135,7 @@ def test_divergence_and_blend_on_a_phantom_beat_each_member():
     err = lambda v: float(np.mean((v[fg] - clean[fg]) ** 2))  # noqa: E731
     assert err(out) <= min(err(f), err(g)) * 1.02
     # the output is that mixture (the median: one full run saw a few voxels of a recomputed nlmeans differ)
-    mixed = noisy + d.weights[0] * (f - noisy) + d.weights[1] * (g - noisy)
+    mixed = noisy + d.weights["network"] * (f - noisy) + d.weights["nlmeans blockwise"] * (g - noisy)
     assert float(np.median(np.abs(out - mixed))) < 1e-5, float(np.abs(out - mixed).max())
     assert any(note.startswith("SURE blend (noise sigma") for note in img.meta[NOTES_KEY])
 
@@ -125,18 +145,18 @@ def test_a_sabotaged_network_gets_no_weight():
     clean = _phantom()
     noisy = _noisy(clean, 0.05, seed=2)
     sabotaged = _FilterInferer(lambda v: ndimage.gaussian_filter(v, 3.0) + 0.2)
-    guard = SureBlendInferer(sabotaged)
+    guard = SureBlendInferer(sabotaged, nlmeans_method="blockwise")
     guard(_image(noisy), torch.nn.Identity())
-    assert guard.last_decision.weights[0] < 0.05
+    assert guard.last_decision.weights["network"] < 0.05
 
 
 def test_a_volume_without_noise_is_left_as_the_input_or_skipped():
     clean = _phantom()
-    guard = SureBlendInferer(_FilterInferer(lambda v: ndimage.gaussian_filter(v, 1.0)))
+    guard = SureBlendInferer(_FilterInferer(lambda v: ndimage.gaussian_filter(v, 1.0)), nlmeans_method="blockwise")
     out = guard(_image(clean.copy()), torch.nn.Identity())[0].numpy()
     d = guard.last_decision
     # no noise: either no estimate (skipped, network result) or SURE keeps (almost) all of the input
-    assert d.skipped or d.weights[2] > 0.9, d
+    assert d.skipped or d.weights["input"] > 0.9, d
     if not d.skipped:
         assert np.abs(out - clean).max() < 0.05
 
@@ -170,3 +190,60 @@ def test_classic_nlmeans_candidate_is_repeatable_and_a_bad_method_is_refused():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="blockwise"):
         SureBlendInferer(None, nlmeans_method="fast")  # refused before the inferer is looked at
+    with pytest.raises(ValueError, match="each once"):
+        SureBlendInferer(None, nlmeans_method=["classic", "classic"])
+
+
+def test_the_default_blend_has_both_nlmeans_candidates_and_beats_each():
+    """The default candidates (network, blockwise and classic nlmeans) on a small Rician 5 % phantom: the
+    blend is no further from the clean phantom than the best single candidate, and it is that mixture."""
+    from monai_sr.inference.sure import nlmeans_denoise
+
+    clean = _phantom((64, 64, 4))
+    noisy = _noisy(clean, 0.05, seed=6)
+    fn = lambda v: ndimage.gaussian_filter(v, (1.0, 1.0, 0))  # noqa: E731
+    guard = SureBlendInferer(_FilterInferer(fn))
+    with torch_threads(2):
+        out = guard(_image(noisy), torch.nn.Identity())[0].numpy()
+        d = guard.last_decision
+        cands = {"network": fn(noisy), **{f"nlmeans {m}": nlmeans_denoise(noisy, d.sigma, method=m, block_radius=r) for m, r in (("blockwise", None), ("classic", 3))}}
+    assert list(d.weights) == ["network", "nlmeans blockwise", "nlmeans classic", "input"]
+    assert set(d.risk) == {"network", "nlmeans blockwise", "nlmeans classic", "input", "blend"}
+    assert d.risk["blend"] <= min(d.risk.values()) + 1e-12
+    fg = clean > 0.2
+    err = lambda v: float(np.mean((v[fg] - clean[fg]) ** 2))  # noqa: E731
+    assert err(out) <= min(err(c) for c in cands.values()) * 1.02
+    mixed = noisy + sum(d.weights[k] * (c - noisy) for k, c in cands.items())
+    assert float(np.median(np.abs(out - mixed))) < 1e-5
+    assert "nlmeans classic" in d.note()
+
+
+def test_masked_classic_nlmeans_is_exact_inside_the_mask_and_blockwise_refuses_a_mask():
+    """The SURE blend's perturbed classic pass computes only the scored voxels: DIPY's classic nlmeans
+    computes each voxel from the whole input, so inside the mask nothing changes."""
+    from monai_sr.inference.sure import nlmeans_denoise
+
+    clean = _phantom((48, 48, 6))
+    noisy = _noisy(clean, 0.05, seed=7)
+    mask = clean > 0.3
+    full = nlmeans_denoise(noisy, 0.05, method="classic", block_radius=3)
+    part = nlmeans_denoise(noisy, 0.05, method="classic", block_radius=3, mask=mask)
+    np.testing.assert_array_equal(part[mask], full[mask])
+    assert not part[~mask].any()
+    with pytest.raises(ValueError, match="only exact for classic"):
+        nlmeans_denoise(noisy, 0.05, mask=mask)
+
+
+def test_the_blend_takes_the_reported_smaller_estimate_instead_of_estimating_again():
+    """ReportNoise(method="smaller") leaves its (sigma, how) in the image's meta; the blend uses it."""
+    from monai_sr.transforms.noise import SMALLER_SIGMA_KEY, ReportNoise
+
+    noisy = _noisy(_phantom((64, 64, 4)), 0.05, seed=8)
+    img = _image(noisy)
+    ReportNoise("smaller")(img, torch.nn.Identity())
+    reported = img.meta[SMALLER_SIGMA_KEY]
+    assert reported[0] == pytest.approx(sigma_smaller_of_two(noisy, 2)[0])
+    img.meta[SMALLER_SIGMA_KEY] = (0.07, "as given")  # a different value: proof that it is the one used
+    guard = SureBlendInferer(_FilterInferer(lambda v: ndimage.gaussian_filter(v, 1.0)), nlmeans_method="blockwise")
+    guard(img, torch.nn.Identity())
+    assert guard.last_decision.sigma == 0.07 and "as given" in guard.last_decision.note()
