@@ -34,4 +34,9 @@ REF="$("$B/python" -c "from monai_sr.demo import sample_paths; print(sample_path
 CFG="$("$B/python" -c "from monai_sr.bundles import find_bundle; print(find_bundle('mri_denoise_dncnn'))")/configs/inference.json"
 "$B/python" -m monai.bundle run --config_file "$CFG" --input_path small.nii.gz --output_path bundle_run > /dev/null
 test -f bundle_run/small.nii.gz
+# pytorch-ignite is the train extra's, not a plain install's (MONAI imports it eagerly: start-up time)
+"$B/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ignite') is not None)" \
+    || { echo "pytorch-ignite came with a plain install; it belongs to the train extra"; exit 1; }
+"$B/pip" install --quiet "$WHEEL[train]"
+"$B/python" -c "from monai.utils import optional_import; assert optional_import('ignite.engine', '0.4.11', name='Events')[1]; import monai_sr.training.trainer"
 echo "wheel check passed"
