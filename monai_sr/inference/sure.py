@@ -26,7 +26,12 @@ Choices, and why:
   input (the unperturbed pass is the result itself). A cheaper crop is biased: the divergence density
   differs between the brain and the scalp (0.19 in a central crop against 0.26 over the scored voxels
   of a 1 mm T1 at Rician 5%), and neither candidate is local (the CBAM attention of the DnCNN pools over
-  the whole slice; DIPY's nlmeans differs inside a crop by up to 10% of the signal).
+  the whole slice; DIPY's nlmeans differs inside a crop by up to 10% of the signal). Classic nlmeans
+  alone computes each voxel from the whole input, so its perturbed pass is computed on the scored voxels
+  only (DIPY's ``mask``), exactly.
+* One weight per candidate for the whole volume. Weights per band of a Gaussian split were tried
+  (``benchmarks/sure_variants.py``) and lost 0.4-1.1 dB: SURE is unbiased for Gaussian noise only, and
+  finer weights fit its errors.
 """
 
 from __future__ import annotations
