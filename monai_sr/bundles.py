@@ -28,6 +28,8 @@ from monai_sr.errors import ModelError
 from monai_sr.resources import BUNDLES, DATA_SPECS, data_path
 
 __all__ = [
+    "PRECISIONS",
+    "config_overrides",
     "BUNDLES_ENV",
     "DEFAULT_BUNDLE",
     "SCHEMA_DIR",
@@ -324,6 +326,24 @@ def as_mode(value: Any, name: str, modes: Sequence[str]) -> bool | str:
         return as_bool(value, name)
     except ValueError:
         raise ValueError(f"{name} must be true, false or one of {list(modes)}, got {value!r}") from None
+
+
+#: ``--precision`` of ``monai-sr enhance`` -> the value of a bundle's ``amp`` config id (the autocast of
+#: its inferers' forward passes, :class:`monai_sr.inference.base.AmpDtype`): ``auto`` = bf16 on a CPU with
+#: native bf16, float32 elsewhere (CUDA included: ask for ``fp16`` or ``bf16`` there); ``fp32`` = none.
+PRECISIONS: dict[str, str | None] = {"auto": "auto", "fp32": None, "bf16": "bf16", "fp16": "fp16"}
+
+
+def config_overrides(precision: str | None, sets: Sequence[tuple[str, Any]] | None) -> dict[str, Any]:
+    """The bundle config overrides of a command line: ``amp`` from ``precision`` (a key of
+    :data:`PRECISIONS`; None: the bundle's own), then each ``(id, value)`` of ``--set`` (which win)."""
+    overrides: dict[str, Any] = {}
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        overrides["amp"] = PRECISIONS[precision]
+    overrides.update(dict(sets or ()))
+    return overrides
 
 
 def without_fit(adapt: Any) -> Any:

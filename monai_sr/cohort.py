@@ -407,9 +407,9 @@ def run_cohort(args, cases) -> int:
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # failures are reported per case
 
     def load_parts() -> dict:
-        from monai_sr.bundles import load_inference_parts, without_fit
+        from monai_sr.bundles import config_overrides, load_inference_parts, without_fit
 
-        parts = load_inference_parts(args.bundle, trust=args.trust_bundle, **dict(args.set or ()))
+        parts = load_inference_parts(args.bundle, trust=args.trust_bundle, **config_overrides(args.precision, args.set))
         return {**parts, "adapt": without_fit(parts.get("adapt")) if args.fast else parts.get("adapt")}
 
     source = _Source(label=args.input, query=cases) if not isinstance(cases, list) else _Source(

@@ -143,3 +143,37 @@ def test_set_refuses_an_unknown_id(tmp_path):
     _assert_refused(run_cli("enhance", src, out, "--set", "self_ensembl=flips"), out, [src], [before],
                     names="mri_sr_unet", cause="no id 'self_ensembl'")
     assert run_cli("enhance", src, out, "--set", "novalue").returncode == 2
+
+
+def test_precision_sets_every_bundles_autocast_and_set_wins():
+    """``--precision`` is the bundle config id ``amp`` of each shipped bundle; ``--set amp=...`` overrides it."""
+    from monai_sr.bundles import config_overrides, load_inference_parts
+    from monai_sr.inference.base import AmpDtype
+
+    assert config_overrides("fp32", None) == {"amp": None}
+    assert config_overrides("bf16", [("amp", "fp16"), ("self_ensemble", "none")]) == {"amp": "fp16", "self_ensemble": "none"}
+    assert config_overrides(None, None) == {}
+    expected = {"mri_sr_unet": AmpDtype.AUTO, "mri_sr_selfsupervised": None, "mri_denoise_dncnn": None}  # shipped defaults
+    for bundle, default in expected.items():
+        for precision, amp in ((None, default), ("fp32", None), ("bf16", AmpDtype.BF16)):
+            inferer = load_inference_parts(bundle, **config_overrides(precision, None))["inferer"]
+            while hasattr(inferer, "inferer"):  # the denoiser's SURE blend wraps its plane inferer
+                inferer = inferer.inferer
+            if hasattr(inferer, "_inferers"):  # PlaneMeanInferer: one SliceWiseInferer per axis
+                inferer = inferer._inferers[2]
+            assert inferer.amp == amp, (bundle, precision, inferer.amp)
+
+
+def test_precision_fp32_is_the_float32_run(tmp_path):
+    """``--precision fp32`` gives the same voxels as the long spelling ``--set inferer#amp=null``; a bad
+    value is refused by argparse (exit 2) before any work."""
+    rng = np.random.default_rng(5)
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(rng.random((32, 28, 3)).astype(np.float32) * 300, np.diag([1.8, 1.8, 4.0, 1.0])), src)
+    fast = ("--quiet", "--fast", "--set", "self_ensemble=none")
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    assert run_cli("enhance", src, a, *fast, "--precision", "fp32").returncode == 0
+    assert run_cli("enhance", src, b, *fast, "--set", "inferer#amp=null").returncode == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj))
+    bad = run_cli("enhance", src, tmp_path / "c.nii.gz", "--precision", "int8")
+    assert bad.returncode == 2 and "--precision" in bad.stderr and not (tmp_path / "c.nii.gz").exists()
