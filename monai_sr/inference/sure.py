@@ -145,7 +145,7 @@ def sure_weights(gram: np.ndarray, div: np.ndarray, n: int, sigma: float) -> np.
 
     SURE is a convex quadratic in ``w``, so its minimum over the simplex is the KKT point of one active
     set: for each subset of candidates, the unconstrained minimum on it and the minimum on its face
-    ``sum w = 1`` are solved (small linear systems; ``K`` is 2 or 3 here, so at most 16 of them) and the
+    ``sum w = 1`` are solved (small linear systems; ``K`` is 2 or 3 here, so at most 14 of them) and the
     feasible one of least risk is kept (the input alone, ``w = 0``, is always feasible)."""
     gram = np.asarray(gram, np.float64)
     k = gram.shape[0]
