@@ -16,7 +16,8 @@ Ours, each a separate process:
   baseline does;
 * ``like-for-like``: ``--fast --set self_ensemble=none`` (no fit, no ensemble; data consistency and
   bf16 ``auto`` stay on);
-* ``like-for-like fp32``: the same with ``--set inferer#amp=null`` (float32, as the baseline);
+* ``like-for-like fp32``: the same with ``--precision fp32`` (float32, as the baseline; until 2026-12-02
+  spelled ``--set inferer#amp=null``, the same config value);
 * ``like-for-like, DICOM out``: as ``like-for-like`` but writing the derived DICOM series.
 
 The commands run in turn, ``--repeats`` rounds (order rotated each round); the table gives each one's
@@ -106,7 +107,7 @@ def main() -> None:
                                                      "--plain", str(series), o], False),
         "monai-sr enhance, default": (lambda o: [*cli, o, "--quiet"], False),
         "monai-sr like-for-like (--fast, self_ensemble=none)": (lambda o: [*cli, o, *fast], False),
-        "monai-sr like-for-like, fp32 (inferer#amp=null)": (lambda o: [*cli, o, *fast, "--set", "inferer#amp=null"], False),
+        "monai-sr like-for-like, fp32 (--precision fp32)": (lambda o: [*cli, o, *fast, "--precision", "fp32"], False),
         "monai-sr like-for-like, DICOM out": (lambda o: [*cli, o, *fast], True),
     }
     print(machine())
