@@ -193,7 +193,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from monai_sr.bundles import DEFAULT_BUNDLE
+    from monai_sr.bundles import DEFAULT_BUNDLE, PRECISIONS
 
     parser = argparse.ArgumentParser(
         prog="monai-sr",
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help=(
         "skip the bundle's per-volume fit (mri_sr_unet's guarded internal learning, mri_sr_selfsupervised's "
         "fit; the latter still takes its factor from the spacing): the pretrained network"))
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None, help=(
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default=None, help=(
         "the network's arithmetic: auto = bf16 autocast on a CPU with native bf16 (avx512_bf16/amx_bf16), "
         "float32 elsewhere; fp32 = float32 throughout; bf16 / fp16 = that autocast (fp16 for CUDA). Default: the "
         "bundle's (mri_sr_unet: auto, measured to cost under 0.01 dB on the demo; the others: fp32); sets the "
