@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from monai_sr.errors import InputError
 from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet, SwinIRLight
-from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, shared_data_dir, verified_path
+from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, parse_shares, shared_data_dir, verified_path
 from monai_sr.training.losses import AcquiredBandLoss
 from monai_sr.training.pairs import DegradedStack, PairSampler, SpectralShaping, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
@@ -88,28 +88,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.patch < 2 or args.patch % 2:
         p.error(f"--patch must be an even size >= 2, got {args.patch}")
     return args
-
-
-def held_out_files() -> set[str]:
-    """The files whose role in ``data_specs/shared_data.json`` is "held out" (Colin27): never trained on."""
-    return {e["path"] for e in json.loads(Path(DATA_SPEC).read_text())["files"] if e["role"].startswith("held out")}
-
-
-def parse_shares(specs: list[str]) -> dict[str, float | None]:
-    """``["NAME", "NAME:0.2", ...]`` -> ``{NAME: None, NAME: 0.2}`` (None: drawn by crop positions)."""
-    out: dict[str, float | None] = {}
-    held_out = held_out_files()
-    for spec in specs:
-        name, sep, share = spec.partition(":")
-        if name in held_out:
-            raise ValueError(f"{name} is held out (demo, tests and reports) and is never trained on")
-        if name in out:
-            raise ValueError(f"{name} is named twice in --train-files")
-        try:
-            out[name] = float(share) if sep else None
-        except ValueError:
-            raise ValueError(f"--train-files {spec!r}: the share after ':' must be a number") from None
-    return out
 
 
 def verified_paths(data_dir: Path, names: list[str]) -> list[Path]:

@@ -96,6 +96,30 @@ def verified_path(name: str, data_dir: str | os.PathLike | None = None, *, spec:
     return path
 
 
+def held_out_files() -> set[str]:
+    """The files whose role in ``data_specs/shared_data.json`` is "held out" (Colin27): never trained on."""
+    return {e["path"] for e in json.loads(Path(DATA_SPEC).read_text())["files"] if e["role"].startswith("held out")}
+
+
+def parse_shares(specs: list[str]) -> dict[str, float | None]:
+    """Training-file specs ``["NAME", "NAME:0.2", ...]`` -> ``{NAME: None, NAME: 0.2}`` (a fixed share of
+    the draws; None: drawn by crop positions). Raises ValueError for a held-out file (:func:`held_out_files`),
+    a name given twice or a share that is not a number."""
+    out: dict[str, float | None] = {}
+    held_out = held_out_files()
+    for spec in specs:
+        name, sep, share = spec.partition(":")
+        if name in held_out:
+            raise ValueError(f"{name} is held out (demo, tests and reports) and is never trained on")
+        if name in out:
+            raise ValueError(f"{name} is named twice")
+        try:
+            out[name] = float(share) if sep else None
+        except ValueError:
+            raise ValueError(f"{spec!r}: the share after ':' must be a number") from None
+    return out
+
+
 def load_training_volumes(
     names: Sequence[str] = TRAINING_FILES,
     data_dir: str | os.PathLike | None = None,

@@ -11,6 +11,14 @@ pool is replaced every ``--refresh`` steps. Pairs: :class:`monai_sr.training.den
 probability 0.5 a zoom in ``--zoom``: out for finer anatomy per pixel, in for scans interpolated on the scanner)
 on the training parts of each volume; an axial slab ``[0.60, 0.72)`` of each source is held out.
 
+Real scans (0.5.0): ``--real-files NAME:SHARE ...`` adds files of the shared data folder (sha256-checked,
+never the held-out Colin27) drawn with that fixed share of the batch items, as they are (their own noise
+stays in the target: the network learns to keep what a real scan's reference holds), under the same gain
+and zoom augmentation. A 3D scan trains outside its held-out axial slab, along all three axes, and with
+probability ``--thick-prob`` from a copy averaged over 3 or 5 slices along its slice axis; a single 2D slice
+trains whole, in its plane. ``--export`` writes the final weights (batch norm re-estimated as for ``best.pt``):
+a run with real scans is taken at its last step, since the validation slab has no real scan.
+
 Validation (Colin27 and every other held-out scan are never read): whole axial slices of the MNI slab
 under four fixed-seed random contrasts and its own T1 contrast, each also 4-slice thick, with Rician 5%;
 PSNR with data range 1 (= the bright signal); the batch-norm statistics are first re-estimated over
@@ -35,15 +43,17 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
 from monai_sr.networks import DnCNN
-from monai_sr.training.datasets import split_held_out
+from monai_sr.training.datasets import parse_shares, shared_data_dir, split_held_out, verified_path
 from monai_sr.training.denoise import RicianDenoisePairs
 from monai_sr.training.schedule import warmup_cosine
+from monai_sr.training.pairs import normalise_volume
 from monai_sr.training.synth import ContrastRandomiser, load_sources
 from monai_sr.training.trainer import load_training_state, save_atomic, save_training_state
 from monai_sr.transforms.artefacts import rician_noise
@@ -79,8 +89,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--bn-recal", type=int, default=64, help="batches of training pairs that re-estimate the batch-norm "
                    "statistics (cumulative average) before each validation and the saved weights; 0: off")
+    p.add_argument("--real-files", nargs="*", default=[], metavar="NAME:SHARE",
+                   help="real scans of the shared data folder, each with its fixed share of the batch items")
+    p.add_argument("--export", default=None, help="also write the final weights here (plain state_dict)")
     p.add_argument("--resume", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        args.real_shares = parse_shares(args.real_files)
+    except ValueError as exc:
+        p.error(str(exc))
+    if any(v is None for v in args.real_shares.values()) or sum(args.real_shares.values()) > 1:
+        p.error("--real-files: every file needs NAME:SHARE, shares summing to at most 1")
+    return args
+
+
+def real_parts(names: list[str], data_dir: str | None, thick: tuple[int, ...] = (3, 5)) -> list[list[np.ndarray]]:
+    """Per named real scan: its training parts, ``(X, Y, Z)`` RAS arrays normalised by their robust max.
+    A 3D scan gives its parts outside the held-out axial slab, then the same parts of copies averaged over
+    each of ``thick`` slices along axis 2 (drawn by :func:`main` with ``--thick-prob``); a 2D slice gives
+    itself (``(X, Y, 1)``)."""
+    out = []
+    for name in names:
+        path = verified_path(name, data_dir if data_dir is not None else shared_data_dir())
+        vol = normalise_volume(np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float32))
+        vol = vol[..., None] if vol.ndim == 2 else vol
+        if vol.shape[2] == 1:
+            out.append([vol])
+            continue
+        parts = split_held_out([vol], axis=2)[0]
+        out.append(parts + [p for k in thick for p in split_held_out([thicken(vol, 2, k)], axis=2)[0]])
+        LOG.info("%s: %s, %d training parts", name, vol.shape, len(out[-1]))
+    return out
 
 
 def thicken(vol: np.ndarray, axis: int, k: int) -> np.ndarray:
@@ -166,10 +205,24 @@ def main(argv: list[str] | None = None) -> None:
         LOG.info("resumed at step %d", step)
     pool = [draw()[0] for _ in range(args.pool)]
     pair_rng = np.random.default_rng([args.seed, step])
+    real = real_parts(list(args.real_shares), args.data_dir)
+    real_p = np.array(list(args.real_shares.values()) + [1.0 - sum(args.real_shares.values())])
+
+    def real_part(parts: list[np.ndarray]) -> np.ndarray:
+        if len(parts) == 1:
+            return parts[0]
+        n_thin = len(parts) // 3  # parts of the scan itself, then of its 3- and 5-slice copies
+        if pair_rng.random() < args.thick_prob:
+            return parts[n_thin + int(pair_rng.integers(len(parts) - n_thin))]
+        return parts[int(pair_rng.integers(n_thin))]
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         items = []
         for _ in range(args.batch_size):
+            src = int(pair_rng.choice(len(real_p), p=real_p))
+            if src < len(real):
+                items.append(make_pair(real_part(real[src]), pair_rng, args.patch))
+                continue
             parts = pool[int(pair_rng.integers(len(pool)))]
             items.append(make_pair(parts[int(pair_rng.integers(len(parts)))], pair_rng, args.patch))
         return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
@@ -222,6 +275,10 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.ckpt_every == 0 or step == args.steps:
             save_training_state(ckpt_path, network=net, optimizer=opt, step=step, best=best, rng=rnd.rng)
     save_atomic(net.state_dict(), out / "final.pt")
+    if args.export:
+        final = evaluate()
+        save_atomic(final[1], Path(args.export))
+        LOG.info("exported %s (val %.3f dB with re-estimated batch norm)", args.export, final[0])
     LOG.info("done: %d steps", step)
 
 
