@@ -54,12 +54,25 @@ def test_truncated_dicom_file(tmp_path, small_series):
     _assert_refused(run_cli("enhance", src, out), out, [src], [before], names=victim.name, cause="DICOM")
 
 
-def test_2d_nifti(tmp_path):
-    src = tmp_path / "slice.nii.gz"
-    nib.save(nib.Nifti1Image(np.ones((32, 32), np.float32), np.eye(4)), src)
-    out = tmp_path / "out.nii.gz"
-    before = tree_digest(src)
-    _assert_refused(run_cli("enhance", src, out), out, [src], [before], names=str(src), cause="expected a 3D volume")
+def test_2d_nifti_is_one_slice(tmp_path):
+    """A 2D NIfTI (dim[0] = 2) is enhanced as the one-slice volume it is: the same voxels and geometry as the
+    (X, Y, 1) file with the same header affine (pixdim[3] the slice thickness)."""
+    rng = np.random.default_rng(0)
+    pixels = (100 * (rng.random((40, 36)) > 0.5) + rng.random((40, 36))).astype(np.float32)
+    affine = np.array([[0.0, -0.8, 0.0, 30.0], [0.9, 0.0, 0.0, -20.0], [0.0, 0.0, 5.0, 12.0], [0, 0, 0, 1]])
+    src2, src3 = tmp_path / "slice2d.nii.gz", tmp_path / "slice3d.nii.gz"
+    nib.save(nib.Nifti1Image(pixels, affine), src2)
+    nib.save(nib.Nifti1Image(pixels[..., None], affine), src3)
+    before = tree_digest(src2)
+    for src in (src2, src3):
+        res = run_cli("enhance", src, tmp_path / f"out_{src.name}")
+        assert res.returncode == 0, res.stderr
+    assert tree_digest(src2) == before
+    a, b = nib.load(tmp_path / "out_slice2d.nii.gz"), nib.load(tmp_path / "out_slice3d.nii.gz")
+    assert a.shape == b.shape == (80, 72, 1)
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(a.affine[:3, :3], axis=0), [0.45, 0.4, 5.0], atol=1e-6)
+    np.testing.assert_array_equal(a.get_fdata(), b.get_fdata())
 
 
 def test_existing_output(tmp_path, small_series):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from monai.data import MetaTensor
 
 from monai_sr import geometry
@@ -120,8 +121,9 @@ def check_finite(block: np.ndarray, path: str | os.PathLike, first_slice: int = 
 def load_nifti(path: str | os.PathLike) -> MetaTensor:
     """Read a 3D NIfTI volume as a channel-first float32 MetaTensor ``(1, X, Y, Z)`` with its RAS affine.
 
-    A trailing singleton 4th dimension is dropped; 2D images and several volumes are refused with an
-    :class:`InputError` naming the file.
+    A trailing singleton 4th dimension is dropped; a 2D image is one slice, ``(1, X, Y, 1)``, with the
+    header's 4x4 affine (its third column from pixdim[3], the slice thickness); several volumes are
+    refused with an :class:`InputError` naming the file.
     """
     from monai.transforms import LoadImage  # heavy import, only when reading
 
@@ -137,18 +139,25 @@ def load_nifti(path: str | os.PathLike) -> MetaTensor:
     if img.ndim == 4:
         img = img[..., 0]
     with quiet_nibabel():
-        nifti_affine(nib.load(str(path)), path)  # the header as stored (MONAI's affine is RAS, the same one)
+        affine = nifti_affine(nib.load(str(path)), path)  # the header as stored (MONAI's affine is RAS, the same one)
+    if img.ndim == 2:  # MONAI gives a 2D image a 3x3 affine: keep the header's 4x4 one, as for one slice of a volume
+        img = MetaTensor(img.as_tensor()[..., None], meta={**img.meta, "affine": torch.as_tensor(affine),
+                                                             "original_affine": affine.copy(),
+                                                             "spatial_shape": np.asarray((*img.shape, 1))})
     geometry.check_affine(img.affine.numpy(), orthogonal=False)
     check_finite(img.numpy(), path)
     return img.unsqueeze(0)
 
 
 def check_nifti_shape(shape: tuple[int, ...], path: str | os.PathLike) -> tuple[int, int, int]:
-    """The ``(X, Y, Z)`` of an image of ``shape`` (a trailing singleton 4th dimension dropped); 2D images
-    and several volumes are an :class:`InputError` naming ``path``."""
+    """The ``(X, Y, Z)`` of an image of ``shape`` (a trailing singleton 4th dimension dropped; a 2D image
+    is one slice, ``Z = 1``); several volumes, and fewer than two or more than four dimensions, are an
+    :class:`InputError` naming ``path``."""
     shape = tuple(int(v) for v in shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
+    if len(shape) == 2:
+        shape = (*shape, 1)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"expected a 3D volume, got an image of shape {shape}", path=path)
     return shape  # type: ignore[return-value]

@@ -224,7 +224,8 @@ def _nifti_source(path: Path) -> VolumeSource:
 
     def reader(a: int, b: int) -> np.ndarray:
         try:
-            block = proxy[:, :, a:b] if len(img.shape) == 3 else proxy[:, :, a:b, 0]
+            ndim = len(img.shape)
+            block = proxy[:, :, None] if ndim == 2 else proxy[:, :, a:b] if ndim == 3 else proxy[:, :, a:b, 0]
         except Exception as exc:
             raise InputError(f"cannot read NIfTI slices {a}..{b - 1} ({type(exc).__name__}: {exc})", path=path) from exc
         return check_finite(np.asarray(block, dtype=np.float32), path, a)  # NaN/Inf refused, naming the slices

@@ -536,7 +536,7 @@ CASES: dict[str, Case] = {
     "nii_4d_two_volumes": Case(nifti(_volume((24, 20, 4, 2))), ("shape (24, 20, 4, 2)",), output=NII),
     "nii_4d_one_volume": Case(nifti(_volume((24, 20, 4, 1))), note=None, output=NII),
     "nii_5d": Case(nifti(_volume((24, 20, 4, 1, 3))), ("expected a 3D volume",), output=NII),
-    "nii_2d": Case(nifti(_volume((24, 20))), ("expected a 3D volume",), output=NII),
+    "nii_2d": Case(nifti(_volume((24, 20))), note=None, output=NII),  # one slice: (24, 20, 1), enhanced
     "nii_one_voxel": Case(nifti(_volume((1, 1, 1))), note=None, output=NII),  # 2 x 2 x 1 out: tiny, yet right
     "nii_dim0_nine": Case(nifti(header=dict(dim=[9, 24, 20, 4, 1, 1, 1, 1])), ("cannot read NIfTI",), output=NII),
     "nii_negative_dim": Case(nifti(header=dict(dim=[3, 24, -20, 4, 1, 1, 1, 1])), ("shape (24, -20, 4)",), output=NII),

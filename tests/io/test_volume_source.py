@@ -53,10 +53,18 @@ def test_nifti_trailing_singleton_and_2d(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((4, 5, 6, 1), np.float32), np.eye(4)), path)
     assert open_volume(path).read(2, 4).shape == (4, 5, 2)
     flat = tmp_path / "flat.nii"
-    nib.save(nib.Nifti1Image(np.ones((4, 5), np.float32), np.eye(4)), flat)
+    pixels = np.arange(20, dtype=np.float32).reshape(4, 5)
+    nib.save(nib.Nifti1Image(pixels, np.diag([0.5, 0.6, 4.0, 1.0])), flat)
+    source = open_volume(flat)  # a 2D image is one slice
+    assert source.shape == (4, 5, 1)
+    np.testing.assert_array_equal(source.read(0, 1)[:, :, 0], pixels)
+    np.testing.assert_array_equal(source.load()[0, :, :, 0].numpy(), pixels)
+    np.testing.assert_allclose(np.asarray(source.load().affine), np.diag([0.5, 0.6, 4.0, 1.0]))
+    five = tmp_path / "five.nii"
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 6, 1, 2), np.float32), np.eye(4)), five)
     with pytest.raises(InputError, match="3D volume") as err:
-        open_volume(flat)
-    assert "flat.nii" in str(err.value)
+        open_volume(five)
+    assert "five.nii" in str(err.value)
 
 
 def test_sample_is_bounded_and_spans_the_volume(quirky_series):
