@@ -13,12 +13,15 @@ real held-out cases of :mod:`benchmarks.denoise_generalization` (same volumes, R
    ``denoise_generalization --nlmeans-method classic``) of each variant, all from the cache, the weights
    by :func:`monai_sr.inference.sure.sure_weights` (convex, one weight per candidate for the volume), or,
    for the "bands" variants, one weight per candidate and per band of a Gaussian split (SURE of each band
-   from the same Monte Carlo probe; bounded to [0, 1] each).
+   from the same Monte Carlo probe; bounded to [0, 1] each); "dim": the same weights, and where the signal is
+   dim the network's share goes to classic nlmeans (``g3``), as the blend's ``dim_fallback`` does it
+   (:func:`monai_sr.inference.sure.dim_ramp`; 0.5.0).
 
 Variants: ``f`` network, ``gw`` blockwise, ``gc`` classic r5, ``g3`` classic r3; ``+`` a blend of them.
 
     .venv/bin/python -m benchmarks.sure_variants --make --levels 0.05 --threads 2
     .venv/bin/python -m benchmarks.sure_variants --score --levels 0.05
+    .venv/bin/python -m benchmarks.sure_variants --make --score --levels 0.05 0.03 0.08 --variants "f+gw+g3" "f+gw+g3 dim"
 """
 
 from __future__ import annotations
@@ -32,12 +35,12 @@ import torch
 from scipy import ndimage, optimize
 
 from monai_sr import geometry
-from monai_sr.inference.sure import nlmeans_denoise, sure_mask, sure_weights
+from monai_sr.inference.sure import dim_ramp, nlmeans_denoise, smoothed_signal, sure_mask, sure_weights
 from monai_sr.transforms.noise import noise_slice_axis, sigma_smaller_of_two
 
 REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = {"gw": ("blockwise", None), "gc": ("classic", 5), "g3": ("classic", 3)}
-VARIANTS = ("f", "gw", "g3", "f+gw", "f+gc", "f+g3", "f+gw+gc", "f+gw+g3", "f+gw bands", "f+gw+g3 bands")
+VARIANTS = ("f", "gw", "g3", "f+gw", "f+gc", "f+g3", "f+gw+gc", "f+gw+g3", "f+gw bands", "f+gw+g3 bands", "f+gw+g3 dim")
 BAND_WIDTHS = (1.0,)  # Gaussian sigma (voxels, in-plane) between the bands
 
 
@@ -106,8 +109,9 @@ def _bands(v: np.ndarray, spacing: np.ndarray) -> list[np.ndarray]:
     return [*out, prev]
 
 
-def blend(c: dict, names: list[str], bands: bool) -> np.ndarray:
-    """The SURE-chosen mixture of the candidates ``names`` of one cached case."""
+def blend(c: dict, names: list[str], bands: bool, dim: bool = False) -> np.ndarray:
+    """The SURE-chosen mixture of the candidates ``names`` of one cached case (``dim``: with the blend's dim
+    fallback, the network ``f``'s share to classic nlmeans ``g3`` where the signal is dim)."""
     y, m = c["y"], c["sure"]
     sigma, n = float(c["sigma"]), int(c["sure"].sum())
     eps, pb = 0.01 * sigma, c["probe"][m].astype(np.float64)
@@ -125,11 +129,14 @@ def blend(c: dict, names: list[str], bands: bool) -> np.ndarray:
         w = optimize.lsq_linear(chol.T, -np.linalg.solve(chol, sigma**2 * (div - n)), bounds=(0.0, 1.0)).x
     else:
         w = sure_weights(gram, div, n, sigma)
-    return y + sum(wk * a for wk, a in zip(w, us))
+    out = y + sum(wk * a for wk, a in zip(w, us))
+    if dim and not bands:
+        out += w[names.index("f")] * (1.0 - dim_ramp(smoothed_signal(y), sigma)) * (c["g3"] - c["f"])
+    return out
 
 
-def score(cache: Path, levels: list[float]) -> None:
-    """Print the gain of every variant over classic nlmeans (true sigma), per case, mean and minimum."""
+def score(cache: Path, levels: list[float], variants: tuple[str, ...] = VARIANTS) -> None:
+    """Print the gain of each of ``variants`` over classic nlmeans (true sigma), per case, mean and minimum."""
     rows = {}
     for level in levels:
         for path in sorted(cache.glob(f"v*_{round(level * 1000)}.npz")):
@@ -137,17 +144,18 @@ def score(cache: Path, levels: list[float]) -> None:
             ref, head, rng = c["clean"], c["head"], float(c["bright"])
             base = _psnr(c["baseline"], ref, rng, head)
             row = {}
-            for v in VARIANTS:
-                names, bands = v.removesuffix(" bands").split("+"), v.endswith(" bands")
-                out = c[names[0]] if len(names) == 1 else blend(c, names, bands)
+            for v in variants:
+                bands, dim = v.endswith(" bands"), v.endswith(" dim")
+                names = v.removesuffix(" bands").removesuffix(" dim").split("+")
+                out = c[names[0]] if len(names) == 1 else blend(c, names, bands, dim)
                 row[v] = _psnr(out, ref, rng, head) - base
             rows[f"{c['name']} {level:.0%}"] = (base, row)
-    print("| case | classic nlmeans, true sigma (dB) | " + " | ".join(VARIANTS) + " |")
-    print("|---|---:|" + "---:|" * len(VARIANTS))
+    print("| case | classic nlmeans, true sigma (dB) | " + " | ".join(variants) + " |")
+    print("|---|---:|" + "---:|" * len(variants))
     for case, (base, row) in rows.items():
-        print(f"| {case} | {base:.2f} | " + " | ".join(f"{row[v]:+.2f}" for v in VARIANTS) + " |")
+        print(f"| {case} | {base:.2f} | " + " | ".join(f"{row[v]:+.2f}" for v in variants) + " |")
     for stat, fn in (("mean", np.mean), ("min", np.min)):
-        print(f"| **{stat}** | | " + " | ".join(f"{fn([r[v] for _, r in rows.values()]):+.2f}" for v in VARIANTS) + " |")
+        print(f"| **{stat}** | | " + " | ".join(f"{fn([r[v] for _, r in rows.values()]):+.2f}" for v in variants) + " |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,12 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--score", action="store_true", help="print the table from the cache")
     p.add_argument("--levels", type=float, nargs="+", default=[0.05])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                   help=f"which to score (default all: {', '.join(VARIANTS)})")
     p.add_argument("--cache-dir", default=str(REPO / "runs" / "sure_variants"))
     args = p.parse_args(argv)
     if args.make:
         make(Path(args.cache_dir), args.levels, args.threads)
     if args.score:
-        score(Path(args.cache_dir), args.levels)
+        score(Path(args.cache_dir), args.levels, tuple(args.variants))
 
 
 if __name__ == "__main__":

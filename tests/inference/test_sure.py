@@ -17,7 +17,7 @@ from monai.inferers import Inferer
 from scipy import ndimage
 
 from monai_sr.inference.batching import torch_threads
-from monai_sr.inference.sure import SureBlendInferer, sure_risk, sure_weights
+from monai_sr.inference.sure import SureBlendInferer, dim_ramp, smoothed_signal, sure_risk, sure_weights
 from monai_sr.transforms.noise import sigma_smaller_of_two
 from monai_sr.meta import NOTES_KEY
 from monai_sr.transforms.noise import sigma_from_wavelet
@@ -214,8 +214,36 @@ def test_the_default_blend_has_both_nlmeans_candidates_and_beats_each():
     err = lambda v: float(np.mean((v[fg] - clean[fg]) ** 2))  # noqa: E731
     assert err(out) <= min(err(c) for c in cands.values()) * 1.02
     mixed = noisy + sum(d.weights[k] * (c - noisy) for k, c in cands.items())
+    give = 1.0 - dim_ramp(smoothed_signal(noisy), d.sigma)  # the dim fallback: network -> classic
+    mixed += d.weights["network"] * give * (cands["nlmeans classic"] - cands["network"])
     assert float(np.median(np.abs(out - mixed))) < 1e-5
     assert "nlmeans classic" in d.note()
+
+
+def test_the_dim_fallback_gives_the_networks_share_to_classic_nlmeans_only_where_the_signal_is_dim():
+    """A network that is perfect in the bright signal and biased in the dim signal (where SURE does not
+    score): the fallback leaves the bright voxels as the plain blend has them, and below 2 sigma puts
+    classic nlmeans in the network's place, which removes most of the bias there."""
+    clean = _phantom((64, 64, 4)) * np.linspace(0.05, 1.0, 64, dtype=np.float32)[:, None, None]  # dim to bright
+    noisy = _noisy(clean, 0.05, seed=9)
+    fn = lambda v: np.where(smoothed_signal(v) > 0.2, clean, clean + 0.05)  # noqa: E731
+    with torch_threads(2):
+        outs, decisions = {}, {}
+        for on in (False, True):
+            guard = SureBlendInferer(_FilterInferer(fn), dim_fallback=on)
+            outs[on], decisions[on] = guard(_image(noisy), torch.nn.Identity())[0].numpy(), guard.last_decision
+    assert decisions[True].weights == decisions[False].weights and decisions[True].weights["network"] > 0
+    smooth = smoothed_signal(noisy)
+    sigma = decisions[True].sigma
+    bright, dim = smooth > 4 * sigma, smooth < 2 * sigma
+    np.testing.assert_array_equal(outs[True][bright], outs[False][bright])
+    assert not np.array_equal(outs[True][dim], outs[False][dim])
+    roi = dim & (clean > 0.02)  # dim tissue, not air
+    err = lambda v: float(np.mean((v[roi] - clean[roi]) ** 2))  # noqa: E731
+    assert err(outs[True]) < 0.8 * err(outs[False])
+    assert 0 < decisions[True].dim_fallback < 1 and "goes to nlmeans classic" in decisions[True].note()
+    assert decisions[False].dim_fallback == 0 and "goes to" not in decisions[False].note()
+    assert SureBlendInferer(_FilterInferer(fn), nlmeans_method="blockwise").dim_fallback is False  # needs classic
 
 
 def test_masked_classic_nlmeans_is_exact_inside_the_mask_and_blockwise_refuses_a_mask():
