@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.merge:
         runs = [json.loads(Path(f).read_text()) for f in args.merge]
         rows = sorted((r for run in runs for r in run["rows"]), key=lambda r: (r["kind"] != "real", r["volume"], r["level"]))
-        lines, summary = table(rows, list(runs[0]["methods"]))
+        names = [m for m in runs[0]["methods"] if all(m in r["gain_db"] for r in rows)]  # those every run has
+        lines, summary = table(rows, names)
         print("\n".join(lines))
         return {"rows": rows, "summary": summary}
     torch.set_num_threads(args.threads)
