@@ -40,10 +40,10 @@ def test_real_files_refuse_the_held_out_volume_and_missing_shares(files, message
 @needs_data(SHOULDER, S1)
 def test_real_parts_keep_the_held_out_slab_out_and_a_slice_whole():
     script = _script()
-    shoulder, s1 = script.real_parts([SHOULDER, S1], None)
-    assert len(shoulder) == 1 and shoulder[0].shape == (1024, 1024, 1)
+    (shoulder, no_thick), (thin, thick) = script.real_parts([SHOULDER, S1], None)
+    assert len(shoulder) == 1 and shoulder[0].shape == (1024, 1024, 1) and no_thick == []
     assert np.isclose(np.percentile(shoulder[0], 99.5), 1.0, atol=0.05)  # normalised by its robust max
-    thin = s1[: len(s1) // 3]
     # the slab [154, 184) of 256 axial slices, a gap of 4 on each side: slices 0..149 and 188..255 train
     assert sorted(p.shape[2] for p in thin) == [68, 150]
-    assert all(p.shape[:2] == (256, 256) for p in s1) and len(s1) == 3 * len(thin)
+    assert sorted(p.shape[2] for p in thick) == [68, 68, 150, 150]  # the 3- and 5-slice copies, same parts
+    assert all(p.shape[:2] == (256, 256) for p in thin + thick)

@@ -43,17 +43,15 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
 from monai_sr.networks import DnCNN
-from monai_sr.training.datasets import parse_shares, shared_data_dir, split_held_out, verified_path
+from monai_sr.training.datasets import load_training_volumes, parse_shares, split_held_out
 from monai_sr.training.denoise import RicianDenoisePairs
 from monai_sr.training.schedule import warmup_cosine
-from monai_sr.training.pairs import normalise_volume
 from monai_sr.training.synth import ContrastRandomiser, load_sources
 from monai_sr.training.trainer import load_training_state, save_atomic, save_training_state
 from monai_sr.transforms.artefacts import rician_noise
@@ -103,22 +101,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def real_parts(names: list[str], data_dir: str | None, thick: tuple[int, ...] = (3, 5)) -> list[list[np.ndarray]]:
-    """Per named real scan: its training parts, ``(X, Y, Z)`` RAS arrays normalised by their robust max.
-    A 3D scan gives its parts outside the held-out axial slab, then the same parts of copies averaged over
-    each of ``thick`` slices along axis 2 (drawn by :func:`main` with ``--thick-prob``); a 2D slice gives
-    itself (``(X, Y, 1)``)."""
+def real_parts(names: list[str], data_dir: str | None, thick: tuple[int, ...] = (3, 5)) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Per named real scan (:func:`~monai_sr.training.datasets.load_training_volumes`: sha256-checked, RAS,
+    normalised by the robust max): ``(thin, thick)`` training parts, ``(X, Y, Z)`` arrays. A 3D scan's thin
+    parts lie outside its held-out axial slab; its thick ones are the same parts of copies averaged over each
+    of ``thick`` slices along axis 2 (drawn by :func:`main` with ``--thick-prob``). A 2D slice gives itself,
+    ``(X, Y, 1)``, and no thick part."""
     out = []
-    for name in names:
-        path = verified_path(name, data_dir if data_dir is not None else shared_data_dir())
-        vol = normalise_volume(np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float32))
+    for name, vol in zip(names, load_training_volumes(names, data_dir)):
         vol = vol[..., None] if vol.ndim == 2 else vol
         if vol.shape[2] == 1:
-            out.append([vol])
+            out.append(([vol], []))
             continue
-        parts = split_held_out([vol], axis=2)[0]
-        out.append(parts + [p for k in thick for p in split_held_out([thicken(vol, 2, k)], axis=2)[0]])
-        LOG.info("%s: %s, %d training parts", name, vol.shape, len(out[-1]))
+        thick_parts = [p for k in thick for p in split_held_out([thicken(vol, 2, k)], axis=2)[0]]
+        out.append((split_held_out([vol], axis=2)[0], thick_parts))
+        LOG.info("%s: %s, %d + %d thick training parts", name, vol.shape, len(out[-1][0]), len(thick_parts))
     return out
 
 
@@ -208,20 +205,16 @@ def main(argv: list[str] | None = None) -> None:
     real = real_parts(list(args.real_shares), args.data_dir)
     real_p = np.array(list(args.real_shares.values()) + [1.0 - sum(args.real_shares.values())])
 
-    def real_part(parts: list[np.ndarray]) -> np.ndarray:
-        if len(parts) == 1:
-            return parts[0]
-        n_thin = len(parts) // 3  # parts of the scan itself, then of its 3- and 5-slice copies
-        if pair_rng.random() < args.thick_prob:
-            return parts[n_thin + int(pair_rng.integers(len(parts) - n_thin))]
-        return parts[int(pair_rng.integers(n_thin))]
+    def real_part(thin: list[np.ndarray], thick: list[np.ndarray]) -> np.ndarray:
+        parts = thick if thick and pair_rng.random() < args.thick_prob else thin
+        return parts[int(pair_rng.integers(len(parts)))]
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         items = []
         for _ in range(args.batch_size):
             src = int(pair_rng.choice(len(real_p), p=real_p))
             if src < len(real):
-                items.append(make_pair(real_part(real[src]), pair_rng, args.patch))
+                items.append(make_pair(real_part(*real[src]), pair_rng, args.patch))
                 continue
             parts = pool[int(pair_rng.integers(len(pool)))]
             items.append(make_pair(parts[int(pair_rng.integers(len(parts)))], pair_rng, args.patch))
