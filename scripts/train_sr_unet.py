@@ -6,7 +6,12 @@ shared data folder (``$MONAI_SR_DATA``), each checked against its sha256 in
 each training volume an axial slab (``--slab``, fractions of the S axis) is held out for validation;
 pairs come from the rest, along all three axes (see :mod:`monai_sr.training.pairs`). A single 2D slice
 (a file with one slice) is used whole, in its own plane. ``NAME:SHARE`` gives a file a fixed share of
-the draws (otherwise files are drawn in proportion to their crop positions).
+the draws (otherwise files are drawn in proportion to their crop positions). ``--remaps N`` adds, for
+every training file, N copies of it under fixed random intensity remaps
+(:meth:`monai_sr.training.synth.ContrastRandomiser.draw_lut`, drawn once from ``--seed``): the file's
+real texture under other contrasts (issue 12's lever 4, "the real volumes under random intensity
+remaps"); the copies join the file's group, so its share is split evenly between the original and its
+copies. Validation stays on the unmapped slabs.
 
 Validation prints the PSNR (normalised units, ``data_range=1``) of the network and of bicubic
 interpolation (``F.interpolate(..., mode="bicubic", align_corners=False)``) on the slab's axial slices.
@@ -41,6 +46,7 @@ from monai_sr.training.datasets import DATA_SPEC, TRAINING_FILES, parse_shares, 
 from monai_sr.training.losses import AcquiredBandLoss
 from monai_sr.training.pairs import DegradedStack, PairSampler, SpectralShaping, normalise_volume, split_volume
 from monai_sr.training.schedule import warmup_cosine
+from monai_sr.training.synth import LUT_KNOTS, ContrastRandomiser
 from monai_sr.training.trainer import save_atomic, train_step
 from monai_sr.validation.metrics import psnr
 
@@ -68,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shaping", type=float, default=0.0, metavar="PROB",
                    help="probability of a random k-space attenuation of each training slice (SpectralShaping)")
     p.add_argument("--shaping-sigma", type=float, default=0.8, help="largest Gaussian blur of the shaping, HR pixels")
+    p.add_argument("--remaps", type=int, default=0, metavar="N",
+                   help="add N fixed random intensity remaps of every training file, in its group (domain randomisation)")
     p.add_argument("--init", default=None, help="start from these weights (a plain state_dict): fine-tuning")
     p.add_argument("--dc-loss", type=float, default=None, metavar="BAND_WEIGHT",
                    help="train behind the data-consistency projection (AcquiredBandLoss with this weight on the "
@@ -98,12 +106,24 @@ def verified_paths(data_dir: Path, names: list[str]) -> list[Path]:
         raise SystemExit(str(exc)) from exc
 
 
+def remapped(vol: np.ndarray, randomiser: ContrastRandomiser, n: int, name: str) -> list[np.ndarray]:
+    """``vol`` (normalised) and ``n`` copies under random intensity remaps, each normalised again."""
+    out = [vol]
+    for _ in range(n):
+        lut = randomiser.draw_lut()
+        out.append(normalise_volume(ContrastRandomiser.apply_lut(vol, lut)))
+        LOG.info("%s: remap at knots %s -> %s", name, LUT_KNOTS.tolist(), np.round(lut, 3).tolist())
+    return out
+
+
 def load_data(
-    paths: list[Path], slab: tuple[float, float], lr_size: int
+    paths: list[Path], slab: tuple[float, float], lr_size: int, *, remaps: int = 0, seed: int = 0
 ) -> tuple[list[DegradedStack], list[str], list[DegradedStack]]:
-    """Training stacks (three axes of each training part; a single 2D slice whole, in its plane), the
-    file name of each training stack, and validation stacks (axial slab slices of the 3D volumes)."""
+    """Training stacks (three axes of each training part; a single 2D slice whole, in its plane; each
+    also under ``remaps`` random intensity remaps), the file name of each training stack, and validation
+    stacks (axial slab slices of the 3D volumes, not remapped)."""
     train, groups, val = [], [], []
+    randomiser = ContrastRandomiser(seed=seed + 1000)
     for path in paths:
         img = nib.as_closest_canonical(nib.load(str(path)))  # RAS: axis 2 is inferior -> superior
         vol = normalise_volume(np.asarray(img.dataobj, dtype=np.float32))
@@ -112,18 +132,20 @@ def load_data(
         n = vol.shape[2]
         if n == 1:  # one 2D slice: all of it trains, in its own plane (k-space truncated in-plane)
             crop = vol[: vol.shape[0] // 2 * 2, : vol.shape[1] // 2 * 2]
-            train.append(DegradedStack.from_volume(crop, 2))
-            groups.append(path.name)
+            for version in remapped(crop, randomiser, remaps, path.name):
+                train.append(DegradedStack.from_volume(version, 2))
+                groups.append(path.name)
             LOG.info("%s: one %dx%d slice, all of it for training", path.name, *crop.shape[:2])
             continue
         start, stop = int(round(slab[0] * n)), int(round(slab[1] * n))
         parts, held = split_volume(vol, axis=2, start=start, stop=stop)
         for part in parts:
-            for axis in range(3):
-                others = [part.shape[a] for a in range(3) if a != axis]
-                if min(others) >= 2 * lr_size:
-                    train.append(DegradedStack.from_volume(part, axis))
-                    groups.append(path.name)
+            for version in remapped(part, randomiser, remaps, path.name):
+                for axis in range(3):
+                    others = [version.shape[a] for a in range(3) if a != axis]
+                    if min(others) >= 2 * lr_size:
+                        train.append(DegradedStack.from_volume(version, axis))
+                        groups.append(path.name)
         val_stack = DegradedStack.from_volume(held, axis=2)
         val.append(DegradedStack(hr=val_stack.hr[::2], lr=val_stack.lr[::2], factor=2))
         LOG.info("%s: shape %s, held-out axial slab [%d, %d), train parts %s", path.name, vol.shape, start, stop,
@@ -165,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = verified_paths(Path(args.data_dir), list(args.shares))
     lr_size = args.patch // 2
     t0 = time.time()
-    train_stacks, groups, val_stacks = load_data(paths, tuple(args.slab), lr_size)
+    train_stacks, groups, val_stacks = load_data(paths, tuple(args.slab), lr_size, remaps=args.remaps, seed=args.seed)
     sampler = PairSampler(train_stacks, lr_size=lr_size, seed=args.seed, noise_prob=args.noise_prob,
                           noise_sigma=args.noise_sigma,
                           shaping=SpectralShaping(prob=args.shaping, max_sigma=args.shaping_sigma) if args.shaping > 0 else None,
