@@ -14,7 +14,8 @@ clean volume's 99.5th percentile (:func:`monai_sr.transforms.intensity.robust_ma
 (:func:`monai_sr.transforms.artefacts.rician_noise`). The noisy volume is written as NIfTI with its
 affine and the bundle runs end to end on it (``configs/inference.json`` through MONAI's ConfigWorkflow,
 NIfTI in and out, :func:`benchmarks.denoise_vs_nlmeans.run_bundle`), once per method (``default``: the
-bundle as shipped; ``--method NAME='JSON'``: config overrides, e.g. ``'{"plane_axes": [0, 1, 2]}'``).
+bundle as shipped; ``--method NAME='JSON'``: config overrides, e.g. ``'{"plane_axes": [0, 1, 2]}'``;
+``'{"noise_sigma": "true"}'`` gives the bundle the true sigma of each case, as the nlmeans baseline is).
 Baselines: DIPY ``nlmeans(noisy, sigma, rician=True)`` (its defaults; ``--nlmeans-method classic`` for
 the algorithm DIPY's ``nlmeans`` ran before 1.12) with the TRUE sigma (an oracle)
 and with DIPY's own ``estimate_sigma(noisy, N=1)``. PSNR inside the foreground of the clean volume
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "psnr": {}, "gain_db": {}, "seconds": {}, "report": {}}
                 for m, overrides in methods.items():
                     out_dir = Path(tmp) / f"out{vi}_{level}_{m}"
-                    vol, report, seconds = run_bundle(case, out_dir, **overrides)
+                    given = {k: (sigma if (k, v) == ("noise_sigma", "true") else v) for k, v in overrides.items()}
+                    vol, report, seconds = run_bundle(case, out_dir, **given)
                     score = psnr(vol.reshape(clean.shape).astype(np.float64), clean, data_range=bright, mask=mask)
                     row["psnr"][m] = score
                     row["gain_db"][m] = score - base["nlmeans_true"]

@@ -36,7 +36,7 @@ from torch import nn
 
 from monai_sr import geometry
 from monai_sr.errors import InputError
-from monai_sr.meta import NOTES_KEY
+from monai_sr.meta import INTENSITY_SCALE_KEY, NOTES_KEY
 from monai_sr.transforms.intensity import RobustScale
 
 __all__ = ["Bundle", "load_bundle", "enhance_image", "enhance"]
@@ -115,6 +115,7 @@ def enhance_image(
     meta = {k: v for k, v in image.meta.items() if k not in (NOTES_KEY, "affine", "original_affine")}
     work = MetaTensor(norm(data), affine=image.affine.clone(), meta=meta)
     work.meta[NOTES_KEY] = []
+    work.meta[INTENSITY_SCALE_KEY] = float(norm.scale)
     network = parts.adapt(work, parts.network) if parts.adapt is not None else parts.network
     if uncertainty:
         from monai_sr.inference.uncertainty import ensemble_mean_and_spread
@@ -125,6 +126,7 @@ def enhance_image(
         out = parts.inferer(work, network.eval())
     result = MetaTensor(norm.inverse(out.as_tensor()), meta=out.meta)
     result.meta[NOTES_KEY] = list(work.meta[NOTES_KEY])
+    result.meta.pop(INTENSITY_SCALE_KEY, None)  # the normalisation's, not the result's
     if uncertainty:
         from monai_sr.inference.uncertainty import zero_map_note
 

@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", type=_override, metavar="KEY=VALUE", help=(
         "override an id of the bundle's configs/inference.json, as `python -m monai.bundle run --KEY VALUE` "
         "does; repeatable. mri_sr_unet: self_ensemble=none|flips|full, data_consistency=true|false, "
-        "internal_learning=true|false, internal_learning_fit#steps=200; mri_denoise_dncnn and "
+        "internal_learning=true|false, internal_learning_fit#steps=200; mri_denoise_dncnn: "
+        "noise_sigma=NUMBER (a known noise sigma in the input's units instead of the estimate); both, and "
         "mri_sr_selfsupervised: see their docs/README.md"))
     p.add_argument("--dicom-format", choices=("classic", "enhanced"), default=None, help=(
         "DICOM output: classic = one MR Image Storage file per slice (default); enhanced = one Enhanced MR "

@@ -31,7 +31,7 @@ from monai_sr.io.dicom.headers import source_headers
 from monai_sr.io.library_notes import with_library_notes
 from monai_sr.io.nifti import NiftiSliceWriter, is_nifti_path
 from monai_sr.io.volume_source import InputScan, check_modality, input_kind, open_volume, scan_input
-from monai_sr.meta import FRAMES_KEY, HEADERS_KEY, NOTES_KEY
+from monai_sr.meta import FRAMES_KEY, HEADERS_KEY, INTENSITY_SCALE_KEY, NOTES_KEY
 from monai_sr.transforms.intensity import RobustScale
 from monai_sr.transforms.spacing import acquisition_geometry, sr_slice_thickness
 
@@ -274,6 +274,7 @@ def _enhance(input_path, output_path, *, network, inferer, derivation, series, r
     else:
         image = source.load()
         image.as_tensor().div_(norm.scale)  # in place: no second whole copy
+        image.meta[INTENSITY_SCALE_KEY] = float(norm.scale)
         if adapt is not None:
             image.meta[NOTES_KEY] = list(image.meta.get(NOTES_KEY, []))  # the hook may add its own notes
             network = adapt(image, network)

@@ -259,7 +259,7 @@ class SureBlendInferer(Inferer):
         y = inputs[0].detach().cpu().numpy().astype(np.float32)
         f = f_img[0].detach().cpu().numpy().astype(np.float32)
         known = inputs.meta.get(SMALLER_SIGMA_KEY) if isinstance(inputs, MetaTensor) else None
-        if known is not None:  # ReportNoise(method="smaller") estimated it on this very volume
+        if known is not None:  # ReportNoise estimated it on this very volume ("smaller") or was given it
             sigma, how = float(known[0]), str(known[1])
         else:
             spacing = geometry.spacing_from_affine(np.asarray(inputs.affine, dtype=np.float64))

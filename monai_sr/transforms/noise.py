@@ -42,6 +42,7 @@ Both take a 2D or 3D image; the transforms take it channel first and estimate ea
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -55,6 +56,7 @@ from scipy import ndimage
 
 from monai_sr.errors import InputError
 from monai_sr.geometry import spacing_from_affine
+from monai_sr.meta import INTENSITY_SCALE_KEY
 from monai_sr.transforms._common import check_channel_first
 from monai_sr.transforms.intensity import robust_max
 
@@ -377,6 +379,10 @@ class ReportNoise:
     estimate across the slice axis the image's affine gives (:func:`noise_slice_axis`), the same sigma
     the denoiser's SURE blend then uses and notes.
 
+    ``sigma`` (the input's own intensity units, e.g. measured on a noise-only scan) skips the estimate:
+    it is divided by what ``enhance`` divided the input by (``image.meta[INTENSITY_SCALE_KEY]``) and, for
+    the SURE blend, put where ``"smaller"`` puts its estimate; the notes say it was given.
+
     Note that with an ``adapt`` hook ``enhance`` reads the whole input volume instead of streaming it.
 
     Examples::
@@ -386,16 +392,27 @@ class ReportNoise:
         print(report.summary())        # one line per case: "case.nii.gz: noise sigma 4.9% of the bright signal (background)"
     """
 
-    def __init__(self, method: str = "background", *, fallback: str | None = "wavelet") -> None:
+    def __init__(self, method: str = "background", *, fallback: str | None = "wavelet", sigma: float | None = None) -> None:
         self.method = look_up_option(method, NoiseMethod)
         self.fallback = None if fallback is None else look_up_option(fallback, NoiseMethod)
+        if sigma is not None and not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and math.isfinite(sigma) and sigma > 0):
+            raise InputError(f"noise_sigma must be a positive number in the input's intensity units (or null to estimate it), got {sigma!r}")
+        self.given = None if sigma is None else float(sigma)
         self.records: list[dict[str, Any]] = []
 
     def __call__(self, image: torch.Tensor, network: torch.nn.Module) -> torch.nn.Module:
         vol = image[0] if image.ndim == 4 else image
         method = self.method
         try:
-            if method == NoiseMethod.SMALLER:
+            if self.given is not None:
+                scale = image.meta.get(INTENSITY_SCALE_KEY) if isinstance(image, MetaTensor) else None
+                if scale is None:
+                    raise ValueError("a given noise sigma needs the input's normalisation (meta key "
+                                     f"{INTENSITY_SCALE_KEY!r}, set by monai_sr.pipeline.enhance and monai_sr.enhance)")
+                sigma = self.given / float(scale)
+                method = f"given: {self.given:g} in the input's units"
+                image.meta[SMALLER_SIGMA_KEY] = (float(sigma), method)
+            elif method == NoiseMethod.SMALLER:
                 axis = noise_slice_axis(spacing_from_affine(np.asarray(image.affine, np.float64))) if isinstance(image, MetaTensor) else 2
                 sigma, how = sigma_smaller_of_two(vol, axis)
                 method = f"smaller: {how.removesuffix(' (smaller of two estimates)')}"
@@ -417,7 +434,8 @@ class ReportNoise:
         from monai_sr.meta import NOTES_KEY  # where enhance collects notes
 
         if isinstance(image, MetaTensor) and isinstance(image.meta.get(NOTES_KEY), list):
-            image.meta[NOTES_KEY].append(f"estimated noise sigma {100 * sigma:.2f}% of the bright signal ({method})")
+            said = "estimated noise sigma" if self.given is None else "noise sigma"
+            image.meta[NOTES_KEY].append(f"{said} {100 * sigma:.2f}% of the bright signal ({method})")
         logger.info("%s: estimated noise sigma %.2f%% of the bright signal (%s)", source or "input", 100 * sigma, method)
         return network
 

@@ -147,3 +147,17 @@ def test_voxel_size_chooses_the_planes(tmp_path, spacing, planes):
     wf.finalize()
     assert any(planes in note for note in result.notes), result.notes
     assert nib.load(str(tmp_path / "out" / "case.nii.gz")).shape == vol.shape
+
+
+def test_cli_takes_a_known_noise_sigma_and_refuses_a_bad_one(small_series, tmp_path):
+    """``--set noise_sigma=N`` (the input's units): the blend uses it instead of its estimate and says so;
+    a negative one is refused with a message naming the id, before any output."""
+    from helpers import run_cli
+
+    out = tmp_path / "given.nii.gz"
+    proc = run_cli("enhance", str(small_series), str(out), "--bundle", "mri_denoise_dncnn", "--set", "noise_sigma=12.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "given: 12.5 in the input's units" in proc.stdout
+    bad = tmp_path / "bad.nii.gz"
+    proc = run_cli("enhance", str(small_series), str(bad), "--bundle", "mri_denoise_dncnn", "--set", "noise_sigma=-1")
+    assert proc.returncode != 0 and "noise_sigma must be a positive number" in proc.stderr and not bad.exists()

@@ -187,3 +187,23 @@ def test_report_noise_smaller_is_the_sure_blends_estimate(colin):
     assert rec["sigma"] == sigma and rec["method"] == f"smaller: {how.removesuffix(' (smaller of two estimates)')}"
     assert rec["sigma"] == pytest.approx(0.05, rel=0.1)
     assert sigma <= sigma_from_background(noisy) + 1e-12 and sigma <= sigma_from_wavelet(noisy, slice_axis=0) + 1e-12
+
+
+def test_report_noise_takes_a_given_sigma_in_the_inputs_units(colin):
+    """A known sigma (input units) skips the estimate: divided by enhance's normalisation, noted as given,
+    and left where the SURE blend reads its sigma; a sigma that is not a positive number is refused."""
+    from monai_sr.meta import INTENSITY_SCALE_KEY, NOTES_KEY
+    from monai_sr.transforms.noise import SMALLER_SIGMA_KEY, ReportNoise
+
+    img = MetaTensor(torch.from_numpy(_noisy(colin, 0.05)[None]), meta={INTENSITY_SCALE_KEY: 400.0, NOTES_KEY: []})
+    report = ReportNoise("smaller", sigma=12.0)
+    report(img, torch.nn.Identity())
+    (rec,) = report.records
+    assert rec["sigma"] == pytest.approx(0.03) and rec["method"] == "given: 12 in the input's units"
+    assert img.meta[SMALLER_SIGMA_KEY] == (pytest.approx(0.03), "given: 12 in the input's units")
+    assert img.meta[NOTES_KEY] == ["noise sigma 3.00% of the bright signal (given: 12 in the input's units)"]
+    with pytest.raises(ValueError, match="normalisation"):  # not through enhance: no scale to convert with
+        ReportNoise(sigma=12.0)(MetaTensor(torch.zeros(1, 8, 8, 2)), torch.nn.Identity())
+    for bad in (0, -1.0, float("nan"), "12", True):
+        with pytest.raises(InputError, match="noise_sigma"):
+            ReportNoise(sigma=bad)
