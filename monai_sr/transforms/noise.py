@@ -436,7 +436,8 @@ class ReportNoise:
         if isinstance(image, MetaTensor) and isinstance(image.meta.get(NOTES_KEY), list):
             said = "estimated noise sigma" if self.given is None else "noise sigma"
             image.meta[NOTES_KEY].append(f"{said} {100 * sigma:.2f}% of the bright signal ({method})")
-        logger.info("%s: estimated noise sigma %.2f%% of the bright signal (%s)", source or "input", 100 * sigma, method)
+        logger.info("%s: %s %.2f%% of the bright signal (%s)", source or "input",
+                    "estimated noise sigma" if self.given is None else "noise sigma", 100 * sigma, method)
         return network
 
     def summary(self) -> str:
