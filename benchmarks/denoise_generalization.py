@@ -29,7 +29,7 @@ Run (1 thread)::
 
     .venv/bin/python -m benchmarks.denoise_generalization --json runs/denoise_gen/default.json
     .venv/bin/python -m benchmarks.denoise_generalization --method three_planes='{"plane_axes": [0, 1, 2]}' --levels 0.05
-    .venv/bin/python -m benchmarks.denoise_generalization --merge runs/denoise_gen/a.json runs/denoise_gen/b.json
+    .venv/bin/python -m benchmarks.denoise_generalization --merge runs/denoise_gen/a.json runs/denoise_gen/b.json  # same cases, methods side by side
 """
 
 from __future__ import annotations
@@ -120,8 +120,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.merge:
         runs = [json.loads(Path(f).read_text()) for f in args.merge]
-        rows = sorted((r for run in runs for r in run["rows"]), key=lambda r: (r["kind"] != "real", r["volume"], r["level"]))
-        names = [m for m in runs[0]["methods"] if all(m in r["gain_db"] for r in rows)]  # those every run has
+        by_case: dict[tuple, dict] = {}  # the same case in two runs (other methods): one row with both
+        for r in (r for run in runs for r in run["rows"]):
+            row = by_case.setdefault((r["volume"], r["level"]), {**r, "psnr": {}, "gain_db": {}, "seconds": {}})
+            for key in ("psnr", "gain_db", "seconds"):
+                row[key].update(r[key])
+        rows = sorted(by_case.values(), key=lambda r: (r["kind"] != "real", r["volume"], r["level"]))
+        methods = list(dict.fromkeys(m for run in runs for m in run["methods"]))
+        names = [m for m in methods if all(m in r["gain_db"] for r in rows)]  # those every case has
         lines, summary = table(rows, names)
         print("\n".join(lines))
         return {"rows": rows, "summary": summary}
