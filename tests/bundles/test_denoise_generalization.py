@@ -33,3 +33,21 @@ def test_table_mean_and_minimum_rows():
     assert summary["all"]["default"]["min"] == -0.5
     assert summary["real"]["default"]["mean"] == pytest.approx(0.25)
     assert any(line.startswith("| **min (all, 3 cases)**") and "-0.50" in line for line in lines)
+
+
+def test_merge_joins_runs_of_other_methods_on_the_same_cases(tmp_path):
+    import json
+
+    from benchmarks.denoise_generalization import main
+
+    def run(method, gains):
+        rows = [{"volume": v, "kind": "real", "spacing": [1, 1, 1], "level": 0.05, "psnr_noisy": 26.0, "nlmeans_true": 30.0,
+                 "nlmeans_dipy": 29.0, "psnr": {method: 30.0 + g}, "gain_db": {method: g}, "seconds": {method: 1.0}}
+                for v, g in zip("ab", gains)]
+        path = tmp_path / f"{method}.json"
+        path.write_text(json.dumps({"rows": rows, "methods": {method: {}}}))
+        return str(path)
+
+    out = main(["--merge", run("default", [1.0, -0.5]), run("true_sigma", [1.0, 0.25])])
+    assert len(out["rows"]) == 2  # one row per case, both methods in it
+    assert out["summary"]["real"]["default"]["min"] == -0.5 and out["summary"]["real"]["true_sigma"]["min"] == 0.25
