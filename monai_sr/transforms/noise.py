@@ -433,11 +433,10 @@ class ReportNoise:
         self.records.append({"source": source, "sigma": float(sigma), "method": str(method)})
         from monai_sr.meta import NOTES_KEY  # where enhance collects notes
 
+        said = "estimated noise sigma" if self.given is None else "noise sigma"
         if isinstance(image, MetaTensor) and isinstance(image.meta.get(NOTES_KEY), list):
-            said = "estimated noise sigma" if self.given is None else "noise sigma"
             image.meta[NOTES_KEY].append(f"{said} {100 * sigma:.2f}% of the bright signal ({method})")
-        logger.info("%s: %s %.2f%% of the bright signal (%s)", source or "input",
-                    "estimated noise sigma" if self.given is None else "noise sigma", 100 * sigma, method)
+        logger.info("%s: %s %.2f%% of the bright signal (%s)", source or "input", said, 100 * sigma, method)
         return network
 
     def summary(self) -> str:
