@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from monai_sr.checks import check_positive_int
 from monai_sr.errors import InputError
 from monai_sr.inference.consistency import project_acquired_band
 from monai_sr.networks import SRUNet, SwinIRLight
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     try:
         args.shares = parse_shares(args.train_files)
+        check_positive_int("--remaps", args.remaps, minimum=0)
     except ValueError as exc:
         p.error(str(exc))
     if args.patch < 2 or args.patch % 2:

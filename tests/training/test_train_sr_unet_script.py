@@ -38,7 +38,6 @@ def test_a_single_2d_slice_trains_whole_in_its_plane(tmp_path):
     assert len(train) == 1 and train[0].hr.shape == (1, 100, 64) and train[0].lr.shape == (1, 50, 32)
 
 
-
 def test_remaps_add_copies_of_the_same_image_under_other_contrasts(tmp_path):
     import nibabel as nib
 
@@ -56,3 +55,9 @@ def test_remaps_add_copies_of_the_same_image_under_other_contrasts(tmp_path):
         assert not np.allclose([v[0] for v in values], [np.unique(original[labels == k])[0] for k in range(4)])
     again, _, _ = _script().load_data([tmp_path / "slice.nii.gz"], (0.6, 0.72), 16, remaps=2, seed=3)
     assert all(np.array_equal(a.hr, b.hr) for a, b in zip(train, again))  # fixed by --seed
+
+
+def test_a_negative_remap_count_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        _script().parse_args(["--remaps", "-1"])
+    assert "--remaps must be an integer >= 0, got -1" in capsys.readouterr().err
